@@ -1,0 +1,162 @@
+"""`im-core <step>`: one command-line entry point per workflow step, explicit inputs and outputs.
+
+Each step writes its log to --log (the Snakemake rule's log file) and shows progress on the
+console. Settings arrive as one JSON object (--settings), the same object Snakemake records
+as the job's params, so a changed setting reruns exactly the jobs it reaches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .io import InputError
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(logging.WARNING)
+    if log_file:
+        fh = logging.FileHandler(log_file, mode="w", encoding="utf-8")
+        fh.setLevel(logging.INFO)
+        handlers.append(fh)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--settings: not valid JSON ({e})") from e
+
+
+def cmd_prepare(a):
+    from . import data
+    return data.prepare(_settings(a.settings), a.out)
+
+
+def cmd_train(a):
+    from . import train
+    return train.run(a.data, a.out, _settings(a.settings), pseudo=a.pseudo, threads=a.threads,
+                     model_id=a.model_id, generation=a.generation, progress=not a.no_progress)
+
+
+def cmd_predict(a):
+    from . import predict
+    return predict.run(a.checkpoint, a.data, a.out, a.splits, a.batch_size, a.threads)
+
+
+def cmd_score(a):
+    from . import evaluate
+    return evaluate.score_model(a.predictions, a.data, a.out)
+
+
+def cmd_select(a):
+    from . import selection
+    return selection.run(a.scores, a.out, _settings(a.settings), a.generation)
+
+
+def cmd_pseudo(a):
+    from . import pseudo
+    return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation)
+
+
+def cmd_metrics(a):
+    from . import evaluate
+    table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, a.pseudo, a.data, a.out)
+    return {"models": len(table), "best_val_miou": float(table["val_miou"].max()),
+            "test_miou_of_best": float(table.iloc[0]["test_miou"])}
+
+
+def cmd_check_config(a):
+    import yaml
+    from .config import validate_config
+    with open(a.config, encoding="utf-8") as f:
+        validate_config(yaml.safe_load(f) or {}, where=a.config)
+    return {"config": a.config, "valid": True}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="im-core", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_text):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--log", help="log file of this job")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("prepare", cmd_prepare, "build a data set's zarr store from its source")
+    sp.add_argument("--settings", required=True, help="the data set's config entry as JSON")
+    sp.add_argument("--out", required=True)
+
+    sp = add("train", cmd_train, "train one model (labeled split, optionally plus pseudo-labels)")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--pseudo", help="pseudo-label store to train on as well")
+    sp.add_argument("--settings", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--model-id", default="m0")
+    sp.add_argument("--generation", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--no-progress", action="store_true")
+
+    sp = add("predict", cmd_predict, "predict splits of a data store with one model")
+    sp.add_argument("--checkpoint", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--splits", nargs="+", default=["val", "test", "unlabeled"])
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--threads", type=int, default=1)
+
+    sp = add("score", cmd_score, "score a predictions store on val and test")
+    sp.add_argument("--predictions", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = add("select", cmd_select, "rank a generation's models and choose the next teachers")
+    sp.add_argument("--scores", nargs="+", required=True)
+    sp.add_argument("--settings", required=True)
+    sp.add_argument("--generation", type=int, required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = add("pseudo", cmd_pseudo, "build IM pseudo-labels from the selected teachers' predictions")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--selection", required=True)
+    sp.add_argument("--predictions", nargs="+", required=True)
+    sp.add_argument("--settings", required=True)
+    sp.add_argument("--generation", type=int, required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = add("metrics", cmd_metrics, "write a generation's metrics table")
+    sp.add_argument("--scores", nargs="+", required=True)
+    sp.add_argument("--selection", required=True)
+    sp.add_argument("--generation", type=int, required=True)
+    sp.add_argument("--pseudo")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = add("check-config", cmd_check_config, "validate a config file against the schema")
+    sp.add_argument("config")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log)
+    log = logging.getLogger(f"im_core.{args.command}")
+    started = time.time()
+    try:
+        result = args.func(args)
+    except InputError as e:
+        log.error("%s", e)
+        print(f"im-core {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    log.info("done in %.1f s: %s", time.time() - started, json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

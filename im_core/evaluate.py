@@ -1,0 +1,70 @@
+"""Score a model's predictions, and write a generation's metrics table."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .data import read_split
+from .io import open_store, read_json, write_json, atomic_output
+
+
+def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Metrics of one model on the val and test splits -> JSON."""
+    pred_store, data_store = open_store(predictions), open_store(data)
+    attrs = data_store.attrs
+    result = {"model_id": pred_store.attrs["model_id"], "generation": pred_store.attrs["generation"]}
+    for split in splits:
+        truth = read_split(data_store, split)
+        pred = pred_store[f"{split}/labels"][:]
+        result[split] = metrics.score(pred, truth.masks, attrs["class_names"], attrs["ignore_index"],
+                                      attrs["task"] == "multilabel")
+        result[split]["images"] = len(truth.index)
+    write_json(out, result)
+    return result
+
+
+def pseudo_label_statistics(pseudo: str, data: str) -> dict:
+    """IM fraction and, where the unlabeled split has (hidden) ground truth, accuracy and coverage."""
+    store, data_store = open_store(pseudo), open_store(data)
+    index = store["index"][:]
+    keep = store["keep"][:]
+    truth = data_store["masks"].get_orthogonal_selection((index[keep],))
+    has_truth = data_store["has_mask"].get_orthogonal_selection((index[keep],))
+    stats = {"im_fraction": float(store["im_fraction"][:].mean()), "pseudo_images": int(len(index)),
+             "pseudo_images_kept": int(keep.sum())}
+    if has_truth.any():
+        labels = store["labels"].get_orthogonal_selection((np.flatnonzero(keep),))
+        stats.update(metrics.pseudo_label_quality(labels[has_truth], truth[has_truth], data_store.attrs["ignore_index"],
+                                                  len(data_store.attrs["class_names"])))
+    else:
+        stats.update({"pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")})
+    return stats
+
+
+def generation_table(score_files: list[str], selection: str, generation: int, pseudo: str | None, data: str) -> pd.DataFrame:
+    sel = read_json(selection)
+    rows = []
+    for path in score_files:
+        s = read_json(path)
+        row = {"generation": generation, "model_id": s["model_id"], "rank": sel["ranking"].index(s["model_id"]) + 1,
+               "selected": "yes" if s["model_id"] in sel["selected"] else "no",
+               "teacher": "yes" if s["model_id"] in sel["teachers"] else "no"}
+        for split in ("val", "test"):
+            row.update({f"{split}_{k}": v for k, v in s[split].items() if k != "images"})
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("rank")
+    stats = pseudo_label_statistics(pseudo, data) if pseudo else {
+        "im_fraction": float("nan"), "pseudo_images": 0, "pseudo_images_kept": 0,
+        "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")}
+    for k, v in stats.items():
+        table[k] = v
+    return table
+
+
+def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: str | None,
+                             data: str, out: str) -> pd.DataFrame:
+    table = generation_table(score_files, selection, generation, pseudo, data)
+    with atomic_output(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    return table

@@ -1,0 +1,48 @@
+"""Losses and output discretization for the three task types.
+
+- multiclass: softmax over the classes (plus an optional extra "IM" class), cross-entropy;
+- binary: one sigmoid channel, foreground = 1;
+- multilabel: one sigmoid channel per label, targets are 0/1 per channel.
+Target pixels equal to `ignore_index` never contribute to the loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TASKS = ("multiclass", "binary", "multilabel")
+
+
+def output_channels(task: str, num_classes: int, extra_im_class: bool = False) -> int:
+    if task == "multiclass":
+        return num_classes + int(extra_im_class)
+    if task == "binary":
+        return 1
+    if task == "multilabel":
+        return num_classes
+    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, task: str, ignore_index: int = 255) -> torch.Tensor:
+    """Mean loss over the non-ignored pixels. `target` is N x H x W (N x C x H x W for multilabel)."""
+    if task == "multiclass":
+        if bool((target != ignore_index).any()):
+            return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
+        return logits.sum() * 0.0
+    if task == "binary":
+        logits = logits[:, 0]
+    valid = target != ignore_index
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[valid], target[valid].float())
+
+
+@torch.no_grad()
+def discretize(logits: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
+    """Hard labels as uint8: argmax over the real classes (an extra IM channel is never chosen),
+    or sigmoid > 0.5 per channel."""
+    if task == "multiclass":
+        return logits[:, :num_classes].argmax(1).to(torch.uint8)
+    if task == "binary":
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return (logits > 0).to(torch.uint8)

@@ -1,0 +1,127 @@
+"""Inconsistency-Mask pseudo-labels from n teachers' hard predictions.
+
+Teacher predictions are stacked as n x N x H x W (multi-class class indices, binary 0/1) or
+n x N x C x H x W (multi-label, 0/1 per channel). The inconsistency mask (IM) is where the
+teachers do not all agree; for multi-label it is the union of the per-channel masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.morphology import dilation, erosion, footprint_rectangle
+
+from .io import InputError, atomic_output, open_store, write_array
+from .data import read_split
+
+LABEL_MODES = ("ignore", "im_class")
+
+
+@dataclass
+class PseudoLabels:
+    images: np.ndarray       # N x H x W x 3 uint8, IM pixels black when block_input
+    labels: np.ndarray       # N x H x W (N x C x H x W) uint8
+    im: np.ndarray           # N x H x W bool
+    im_fraction: np.ndarray  # N float
+    keep: np.ndarray         # N bool: False where the class-presence filter dropped the image
+
+
+def inconsistency_mask(preds: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """True where the teachers' discretized predictions are not all equal."""
+    disagree = np.any(preds != preds[:1], axis=0)
+    return disagree.any(axis=1) if multilabel else disagree
+
+
+def morph_mask(im: np.ndarray, erode: int = 0, dilate: int = 0) -> np.ndarray:
+    """Erode then dilate each image's IM with square kernels of the given sides (0 = skip)."""
+    if not erode and not dilate:
+        return im
+    out = np.empty_like(im)
+    for i, m in enumerate(im):
+        if erode:
+            m = erosion(m, footprint_rectangle((erode, erode)))
+        if dilate:
+            m = dilation(m, footprint_rectangle((dilate, dilate)))
+        out[i] = m
+    return out
+
+
+def majority_vote(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
+    """Most frequent teacher value per pixel (ties go to the lower class / to 0)."""
+    if task == "multiclass":
+        counts = np.stack([(preds == c).sum(0) for c in range(num_classes)])
+        return counts.argmax(0).astype(np.uint8)
+    return (2 * preds.sum(0, dtype=np.int32) > len(preds)).astype(np.uint8)
+
+
+def class_presence_disagreement(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
+    """Per image: True if the teachers disagree on which classes appear in it."""
+    n, count = preds.shape[:2]
+    if task == "multiclass":
+        present = np.stack([[np.bincount(p.ravel(), minlength=num_classes) > 0 for p in teacher] for teacher in preds])
+    elif task == "multilabel":
+        present = preds.reshape(n, count, preds.shape[2], -1).any(-1)
+    else:
+        present = preds.reshape(n, count, -1).any(-1)
+    return np.any(present != present[:1], axis=(0, *range(2, present.ndim)))
+
+
+def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_classes: int, *,
+                        block_input: bool = True, block_output: bool = True, label_mode: str = "ignore",
+                        ignore_index: int = 255, erode: int = 0, dilate: int = 0,
+                        filter_class_disagreement: bool = False) -> PseudoLabels:
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    multilabel = task == "multilabel"
+    raw_im = inconsistency_mask(preds, multilabel)
+    im = morph_mask(raw_im, erode, dilate)
+    # Outside the IM the teachers agree, except where erosion shrank the IM: take the vote there.
+    labels = majority_vote(preds, task, num_classes)
+    if block_output:
+        im_value = ignore_index if label_mode == "ignore" else (num_classes if task == "multiclass" else 0)
+        where = im[:, None] if multilabel else im
+        labels = np.where(np.broadcast_to(where, labels.shape), np.uint8(im_value), labels)
+    masked = np.where(im[..., None], np.uint8(0), images) if block_input else images.copy()
+    keep = ~class_presence_disagreement(preds, task, num_classes) if filter_class_disagreement else np.ones(len(images), bool)
+    return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
+
+
+def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int) -> dict:
+    """Build the IM pseudo-label store of `generation` from the teachers named in `selection`."""
+    from .io import read_json
+    chosen = read_json(selection)["teachers"][: settings["teachers"]]
+    stores = {open_store(p).attrs["model_id"]: p for p in predictions}
+    missing = [t for t in chosen if t not in stores]
+    if missing:
+        raise InputError(f"{selection}: teachers {missing} have no predictions among {list(stores)}")
+    data_store = open_store(data)
+    task, class_names = data_store.attrs["task"], data_store.attrs["class_names"]
+    ignore = data_store.attrs["ignore_index"]
+    unlabeled = read_split(data_store, "unlabeled", with_masks=False)
+    if len(unlabeled.index) == 0:
+        raise InputError(f"{data}: the data set has no unlabeled images, so there is nothing to pseudo-label")
+    preds = np.stack([open_store(stores[t])["unlabeled/labels"][:] for t in chosen])
+    pl = build_pseudo_labels(
+        preds, unlabeled.images, task, len(class_names), block_input=settings["block_input"],
+        block_output=settings["block_output"], label_mode=settings["label_mode"], ignore_index=ignore,
+        erode=settings["erode"], dilate=settings["dilate"],
+        filter_class_disagreement=settings["filter_class_disagreement"],
+    )
+    label_dims = ("image", "label", "y", "x") if task == "multilabel" else ("image", "y", "x")
+    with atomic_output(out) as tmp:
+        group = open_store(tmp, mode="w")
+        write_array(group, "images", pl.images, ("image", "y", "x", "channel"))
+        write_array(group, "labels", pl.labels, label_dims)
+        write_array(group, "im", pl.im, ("image", "y", "x"))
+        write_array(group, "im_fraction", pl.im_fraction.astype(np.float32), ("image",))
+        write_array(group, "keep", pl.keep, ("image",))
+        write_array(group, "index", unlabeled.index, ("image",))
+        group.attrs.update({
+            "kind": "im_core.pseudo_labels", "builder": "im", "generation": generation, "teachers": chosen,
+            "task": task, "class_names": class_names, "palette": data_store.attrs["palette"],
+            "ignore_index": ignore, "label_mode": settings["label_mode"],
+            "im_class_index": len(class_names) if settings["label_mode"] == "im_class" and task == "multiclass" else None,
+            "settings": settings, "mean_im_fraction": float(pl.im_fraction.mean()),
+            "images_kept": int(pl.keep.sum()), "names": [data_store.attrs["names"][i] for i in unlabeled.index],
+        })
+    return {"teachers": chosen, "mean_im_fraction": float(pl.im_fraction.mean()), "images_kept": int(pl.keep.sum())}

@@ -1,0 +1,24 @@
+"""Rank a generation's models on validation and choose the next generation's teachers."""
+from __future__ import annotations
+
+from .io import read_json, write_json
+
+
+def rank_models(scores: dict[str, float]) -> list[str]:
+    """Model ids, best first; ties broken by id so the ranking is deterministic."""
+    return sorted(scores, key=lambda m: (-scores[m], m))
+
+
+def select(scores: dict[str, float], top_k: int, teachers: int) -> dict:
+    ranking = rank_models(scores)
+    return {"ranking": ranking, "selected": ranking[:top_k], "teachers": ranking[:min(teachers, top_k)]}
+
+
+def run(score_files: list[str], out: str, settings: dict, generation: int) -> dict:
+    metric = settings["metric"]
+    per_model = {s["model_id"]: s for s in map(read_json, score_files)}
+    result = select({m: s["val"][metric] for m, s in per_model.items()}, settings["top_k"], settings["teachers"])
+    result.update({"generation": generation, "metric": f"val_{metric}",
+                   "scores": {m: per_model[m]["val"][metric] for m in result["ranking"]}})
+    write_json(out, result)
+    return result

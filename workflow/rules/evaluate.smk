@@ -1,0 +1,81 @@
+# Scores per model, teacher selection per generation, and the generation's metrics table.
+
+
+rule score_model:
+    input:
+        predictions="results/{exp}/gen{gen}/models/m{idx}/predictions.zarr",
+        data=data_store,
+    output:
+        "results/{exp}/gen{gen}/models/m{idx}/scores.json",
+    log:
+        "results/logs/{exp}/gen{gen}/score_m{idx}.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/score_m{idx}.tsv"
+    params:
+        code=code_version("score"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli score --predictions {input.predictions} --data {input.data}"
+        " --out {output} --log {log}"
+
+
+rule select_teachers:
+    input:
+        scores=generation_scores,
+    output:
+        "results/{exp}/gen{gen}/selection.json",
+    log:
+        "results/logs/{exp}/gen{gen}/select_teachers.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/select_teachers.tsv"
+    params:
+        settings=lambda w: as_json(imc.selection_settings(experiment(w), int(w.gen))),
+        code=code_version("select"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli select --scores {input.scores} --settings {params.settings:q}"
+        " --generation {wildcards.gen} --out {output} --log {log}"
+
+
+def metrics_inputs(w):
+    inputs = {
+        "scores": generation_scores(w),
+        "selection": f"results/{w.exp}/gen{w.gen}/selection.json",
+        "data": data_store(w),
+    }
+    if int(w.gen) > 0:
+        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    return inputs
+
+
+rule generation_metrics:
+    input:
+        unpack(metrics_inputs),
+    output:
+        "results/{exp}/gen{gen}/metrics.csv",
+    log:
+        "results/logs/{exp}/gen{gen}/generation_metrics.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/generation_metrics.tsv"
+    params:
+        pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
+        code=code_version("metrics"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli metrics --scores {input.scores} --selection {input.selection}"
+        " --generation {wildcards.gen} {params.pseudo} --data {input.data} --out {output} --log {log}"

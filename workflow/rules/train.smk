@@ -1,0 +1,62 @@
+# Training and prediction. gen0 = stage-0 models on the labeled split only (LDT);
+# gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels.
+
+
+def train_inputs(w):
+    inputs = {"data": data_store(w)}
+    if generation(w) > 0:
+        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    n = imc.models_in_generation(experiment(w), int(w.gen))
+    if int(w.idx) >= n:
+        raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
+    return inputs
+
+
+rule train_model:
+    input:
+        unpack(train_inputs),
+    output:
+        "results/{exp}/gen{gen}/models/m{idx}/model.pt",
+    log:
+        "results/logs/{exp}/gen{gen}/train_m{idx}.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/train_m{idx}.tsv"
+    params:
+        settings=lambda w: as_json(imc.train_settings(experiment(w), int(w.gen), int(w.idx))),
+        pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
+        code=code_version("train"),
+    threads: COMPUTE["train_threads"]
+    resources:
+        mem_mb=COMPUTE["train_mem_mb"],
+        runtime=COMPUTE["train_runtime_min"],
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli train --data {input.data} {params.pseudo} --settings {params.settings:q}"
+        " --model-id gen{wildcards.gen}_m{wildcards.idx} --generation {wildcards.gen}"
+        " --threads {threads} --out {output} --log {log}"
+
+
+rule predict:
+    input:
+        model="results/{exp}/gen{gen}/models/m{idx}/model.pt",
+        data=data_store,
+    output:
+        directory("results/{exp}/gen{gen}/models/m{idx}/predictions.zarr"),
+    log:
+        "results/logs/{exp}/gen{gen}/predict_m{idx}.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/predict_m{idx}.tsv"
+    params:
+        batch_size=lambda w: imc.generation_settings(experiment(w), int(w.gen))["train"]["predict_batch_size"],
+        code=code_version("predict"),
+    threads: COMPUTE["predict_threads"]
+    resources:
+        mem_mb=COMPUTE["predict_mem_mb"],
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli predict --checkpoint {input.model} --data {input.data}"
+        " --splits val test unlabeled --batch-size {params.batch_size} --threads {threads}"
+        " --out {output} --log {log}"
