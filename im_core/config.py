@@ -160,9 +160,8 @@ def pseudo_settings(exp: dict, generation: int) -> dict:
 
 
 def selection_settings(exp: dict, generation: int) -> dict:
-    """Selection at the end of generation g picks the teachers of generation g+1."""
-    s = generation_settings(exp, generation)
-    return {**s["selection"], "teachers": generation_settings(exp, generation + 1)["pseudo_labels"]["teachers"]}
+    """Selection at the end of generation g keeps the top-k models as generation g+1's teachers."""
+    return dict(generation_settings(exp, generation)["selection"])
 
 
 def models_in_generation(exp: dict, generation: int) -> int:

@@ -48,8 +48,7 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
     for path in score_files:
         s = read_json(path)
         row = {"generation": generation, "model_id": s["model_id"], "rank": sel["ranking"].index(s["model_id"]) + 1,
-               "selected": "yes" if s["model_id"] in sel["selected"] else "no",
-               "teacher": "yes" if s["model_id"] in sel["teachers"] else "no"}
+               "selected": "yes" if s["model_id"] in sel["selected"] else "no"}
         for split in ("val", "test"):
             row.update({f"{split}_{k}": v for k, v in s[split].items() if k != "images"})
         rows.append(row)

@@ -89,7 +89,7 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
 def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int) -> dict:
     """Build the IM pseudo-label store of `generation` from the teachers named in `selection`."""
     from .io import read_json
-    chosen = read_json(selection)["teachers"][: settings["teachers"]]
+    chosen = read_json(selection)["selected"][: settings["teachers"]]
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]
     if missing:

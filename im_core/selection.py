@@ -9,15 +9,16 @@ def rank_models(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda m: (-scores[m], m))
 
 
-def select(scores: dict[str, float], top_k: int, teachers: int) -> dict:
+def select(scores: dict[str, float], top_k: int) -> dict:
+    """The top-k models are kept as the next generation's teachers (its builder uses the best n)."""
     ranking = rank_models(scores)
-    return {"ranking": ranking, "selected": ranking[:top_k], "teachers": ranking[:min(teachers, top_k)]}
+    return {"ranking": ranking, "selected": ranking[:top_k]}
 
 
 def run(score_files: list[str], out: str, settings: dict, generation: int) -> dict:
     metric = settings["metric"]
     per_model = {s["model_id"]: s for s in map(read_json, score_files)}
-    result = select({m: s["val"][metric] for m, s in per_model.items()}, settings["top_k"], settings["teachers"])
+    result = select({m: s["val"][metric] for m, s in per_model.items()}, settings["top_k"])
     result.update({"generation": generation, "metric": f"val_{metric}",
                    "scores": {m: per_model[m]["val"][metric] for m in result["ranking"]}})
     write_json(out, result)

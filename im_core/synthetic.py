@@ -1,14 +1,14 @@
 """The built-in demo data set: seeded synthetic scenes whose classes overlap in appearance.
 
-Six classes: background and five object classes. Each class is a mixture of appearance
-prototypes (a pair of colours and a texture: plain, stripes, spots or checks, at a scale);
-the prototype table is fixed, the same for every demo, and drawn so that classes share
-colours and textures: no single cue separates them, only the combination does. Shapes
-(ellipse, rectangle, blob, triangle) are random for every class, and every object, image and
-scene varies in colour, contrast, blur and noise. A model trained on a few labeled scenes
-sees each prototype a handful of times and confuses many of them; with all labels, or with
-good pseudo-labels on the unlabeled scenes, it learns them, which is what makes the data set
-a useful test of semi-supervised segmentation.
+Six classes: a background and five object classes. An object's class is given by its hue:
+the hue circle is cut into 30 narrow bands and each class owns six of them, scattered so
+that neighbouring bands belong to different classes. Everything else is shared by all
+classes and varies at random: shape (ellipse, rectangle, blob, triangle), texture (plain,
+stripes, spots, checks, whose dark half shifts the colour), saturation, brightness, the
+background field, contrast, blur and noise. A model trained on all labels learns the band
+map; a model trained on a few labeled scenes sees some bands rarely or never and confuses
+neighbouring hues, which is what makes the data set a useful test of semi-supervised
+segmentation. The band map is fixed, the same for every demo; scenes depend on the seed.
 """
 from __future__ import annotations
 
@@ -16,29 +16,28 @@ import numpy as np
 
 CLASS_NAMES = ["background", "alpha", "beta", "gamma", "delta", "epsilon"]
 PALETTE = [(40, 40, 40), (240, 200, 40), (230, 90, 40), (40, 120, 230), (60, 200, 160), (200, 60, 200)]
-PROTOTYPES_PER_CLASS = 6
 _TEXTURES = ("smooth", "striped", "spotted", "checked")
 _SHAPES = ("ellipse", "rectangle", "blob", "triangle")
+HUE_BANDS = 30
 
 
-def _prototype_table(seed: int = 20260601) -> list[list[dict]]:
-    """Per class, its appearance prototypes. Fixed: the demo 'world' does not depend on the data seed."""
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6) % 6
+    return v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+
+def _band_classes(seed: int = 20260601) -> np.ndarray:
+    """Object class of each hue band: every class owns HUE_BANDS / 5 bands scattered over the circle.
+    Fixed: the demo 'world' does not depend on the data seed."""
     rng = np.random.default_rng(seed)
-    table = []
-    for cls in range(len(CLASS_NAMES)):
-        protos = []
-        for _ in range(PROTOTYPES_PER_CLASS):
-            base = rng.uniform(0.15, 0.9, 3)
-            protos.append({
-                "colour_a": base, "colour_b": np.clip(base + rng.normal(0, 0.3, 3), 0.05, 1.0),
-                "texture": "smooth" if cls == 0 else str(rng.choice(_TEXTURES)),
-                "scale": float(rng.uniform(3.0, 7.0)),
-            })
-        table.append(protos)
-    return table
+    owners = np.repeat(np.arange(1, len(CLASS_NAMES)), HUE_BANDS // (len(CLASS_NAMES) - 1))
+    while True:  # neighbouring bands belong to different classes, so hue is a fine-grained cue
+        perm = rng.permutation(owners)
+        if np.all(perm != np.roll(perm, 1)):
+            return perm
 
 
-PROTOTYPES = _prototype_table()
+BAND_CLASS = _band_classes()
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -92,31 +91,32 @@ def _shape_mask(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndar
     raise ValueError(kind)
 
 
-def _paint(rng: np.random.Generator, proto: dict, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    jitter = rng.normal(0, 0.05, 3)
-    a, b = np.clip(proto["colour_a"] + jitter, 0, 1), np.clip(proto["colour_b"] + jitter, 0, 1)
-    w = _texture(rng, proto["texture"], proto["scale"], yy, xx)[..., None]
-    return a * (1 - w) + b * w
+def _object_colours(rng: np.random.Generator, cls: int) -> tuple[np.ndarray, np.ndarray]:
+    band = rng.choice(np.flatnonzero(BAND_CLASS == cls))
+    hue = (band + rng.uniform(0.1, 0.9)) / HUE_BANDS
+    colour = _hsv(hue, rng.uniform(0.55, 0.9), rng.uniform(0.7, 0.95))
+    return colour, colour * rng.uniform(0.35, 0.6)
 
 
 def make_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 HxWx3, mask uint8 HxW) pair."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    bg = PROTOTYPES[0][rng.integers(PROTOTYPES_PER_CLASS)]
+    bg = _hsv(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.5))
     field = _smooth_field(rng, size, int(rng.integers(2, 5)))[..., None]
-    image = bg["colour_a"] * (1 - field) + bg["colour_b"] * field
+    image = bg * (0.7 + 0.6 * field)
     mask = np.zeros((size, size), np.uint8)
-    for _ in range(int(rng.integers(3, 7))):
+    for _ in range(int(rng.integers(2, 6))):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
-        proto = PROTOTYPES[cls][rng.integers(PROTOTYPES_PER_CLASS)]
+        a, b = _object_colours(rng, cls)
+        w = _texture(rng, str(rng.choice(_TEXTURES)), rng.uniform(3.0, 6.0), yy, xx)[..., None]
         inside = _shape_mask(rng, str(rng.choice(_SHAPES)), yy, xx, size)
-        image[inside] = _paint(rng, proto, yy, xx)[inside]
+        image[inside] = (a * (1 - w) + b * w)[inside]
         mask[inside] = cls
-    contrast, brightness = rng.uniform(0.8, 1.15), rng.uniform(-0.08, 0.08)
+    contrast, brightness = rng.uniform(0.9, 1.1), rng.uniform(-0.05, 0.05)
     image = (image - 0.5) * contrast + 0.5 + brightness
     if rng.random() < 0.3:
         image = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
-    image = image + rng.normal(0, rng.uniform(0.02, 0.08), image.shape)
+    image = image + rng.normal(0, rng.uniform(0.02, 0.06), image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8), mask
 
 

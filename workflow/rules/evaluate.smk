@@ -55,6 +55,8 @@ def metrics_inputs(w):
     }
     if int(w.gen) > 0:
         inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+        # so that a run to gen g leaves every earlier generation's table too
+        inputs["previous"] = f"results/{w.exp}/gen{int(w.gen) - 1}/metrics.csv"
     return inputs
 
 

@@ -1,0 +1,85 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from im_core.config import generation_settings, pseudo_settings, selection_settings, train_settings, validate_config
+from im_core.io import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = {"datasets": {"d": {"source": "demo"}}, "experiments": {"e": {"dataset": "d"}}}
+
+
+def test_shipped_config_is_valid():
+    cfg = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    assert {"demo", "suim"} <= set(cfg["experiments"])
+    assert cfg["datasets"]["suim"]["class_names"][0] == "background"
+
+
+def test_defaults_are_filled():
+    cfg = validate_config(MINIMAL)
+    exp = cfg["experiments"]["e"]
+    assert exp["train"]["lr"] == 0.003 and exp["train"]["augment"]["hflip"] is True
+    assert exp["pseudo_labels"]["label_mode"] == "ignore" and exp["stage0"]["models"] == 5
+    assert cfg["datasets"]["d"]["labeled_fraction"] == 0.1 and len(cfg["datasets"]["d"]["class_names"]) >= 5
+
+
+def test_unknown_key_is_named_with_its_path():
+    bad = copy.deepcopy(MINIMAL)
+    bad["experiments"]["e"]["genrations"] = 3
+    with pytest.raises(InputError, match=r"experiments\.e: unknown key\(s\) \['genrations'\]"):
+        validate_config(bad)
+
+
+def test_wrong_type_is_named_with_its_path():
+    bad = copy.deepcopy(MINIMAL)
+    bad["experiments"]["e"]["train"] = {"lr": "fast"}
+    with pytest.raises(InputError, match=r"experiments\.e\.train\.lr: 'fast' is not of type 'number'"):
+        validate_config(bad)
+
+
+def test_folder_source_requires_path_and_class_names():
+    with pytest.raises(InputError, match=r"datasets\.x: 'path' is a required property"):
+        validate_config({"datasets": {"x": {"source": "folder"}}, "experiments": {}})
+
+
+def test_unknown_dataset_and_inconsistent_counts():
+    bad = copy.deepcopy(MINIMAL)
+    bad["experiments"]["e"]["dataset"] = "nope"
+    with pytest.raises(InputError, match=r"experiments\.e\.dataset: 'nope' is not a data set"):
+        validate_config(bad)
+    bad = copy.deepcopy(MINIMAL)
+    bad["experiments"]["e"]["pseudo_labels"] = {"teachers": 4}
+    bad["experiments"]["e"]["selection"] = {"top_k": 3}
+    with pytest.raises(InputError, match=r"pseudo_labels\.teachers: 4 teachers but selection\.top_k keeps only 3"):
+        validate_config(bad)
+
+
+def test_bad_key_inside_override_is_reported():
+    bad = copy.deepcopy(MINIMAL)
+    bad["experiments"]["e"]["overrides"] = [{"from_generation": 2, "train": {"learning_rate": 1}}]
+    with pytest.raises(InputError, match=r"generation 2 after overrides.*train: unknown key\(s\) \['learning_rate'\]"):
+        validate_config(bad)
+
+
+def test_overrides_apply_from_their_generation_on():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"]["overrides"] = [{"from_generation": 2, "pseudo_labels": {"erode": 3}, "train": {"lr": 0.01}}]
+    exp = validate_config(cfg)["experiments"]["e"]
+    assert [pseudo_settings(exp, g)["erode"] for g in (1, 2, 3)] == [0, 3, 3]
+    assert [train_settings(exp, g, 0)["lr"] for g in (0, 1, 2)] == [0.003, 0.003, 0.01]
+    assert generation_settings(exp, 1)["pseudo_labels"]["erode"] == 0
+    assert selection_settings(exp, 1) == selection_settings(exp, 2) == {"metric": "miou", "top_k": 4}
+
+
+def test_job_settings_do_not_depend_on_later_generations():
+    base = validate_config(MINIMAL)["experiments"]["e"]
+    changed = copy.deepcopy(MINIMAL)
+    changed["experiments"]["e"]["overrides"] = [{"from_generation": 2, "train": {"lr": 0.01}}]
+    exp = validate_config(changed)["experiments"]["e"]
+    for g in (0, 1):
+        assert train_settings(exp, g, 1) == train_settings(base, g, 1)
+        assert pseudo_settings(exp, g) == pseudo_settings(base, g)
+        assert selection_settings(exp, g) == selection_settings(base, g)
+    assert train_settings(exp, 0, 1)["seed"] != train_settings(exp, 0, 2)["seed"]
