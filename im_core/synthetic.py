@@ -1,7 +1,7 @@
 """The built-in demo data set: seeded synthetic scenes whose classes overlap in appearance.
 
 Six classes: a background and five object classes. An object's class is given by its hue:
-the hue circle is cut into 30 narrow bands and each class owns six of them, scattered so
+the hue circle is cut into 20 narrow bands and each class owns four of them, scattered so
 that neighbouring bands belong to different classes. Everything else is shared by all
 classes and varies at random: shape (ellipse, rectangle, blob, triangle), texture (plain,
 stripes, spots, checks, whose dark half shifts the colour), saturation, brightness, the
@@ -18,7 +18,7 @@ CLASS_NAMES = ["background", "alpha", "beta", "gamma", "delta", "epsilon"]
 PALETTE = [(40, 40, 40), (240, 200, 40), (230, 90, 40), (40, 120, 230), (60, 200, 160), (200, 60, 200)]
 _TEXTURES = ("smooth", "striped", "spotted", "checked")
 _SHAPES = ("ellipse", "rectangle", "blob", "triangle")
-HUE_BANDS = 30
+HUE_BANDS = 20
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -68,7 +68,7 @@ def _texture(rng: np.random.Generator, kind: str, scale: float, yy: np.ndarray, 
 
 
 def _shape_mask(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
-    r = rng.uniform(0.1, 0.2) * size
+    r = rng.uniform(0.12, 0.25) * size
     cy, cx = rng.uniform(r * 0.5, size - r * 0.5, 2)
     theta = rng.uniform(0, np.pi)
     u = np.cos(theta) * (xx - cx) + np.sin(theta) * (yy - cy)
@@ -105,7 +105,7 @@ def make_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np
     field = _smooth_field(rng, size, int(rng.integers(2, 5)))[..., None]
     image = bg * (0.7 + 0.6 * field)
     mask = np.zeros((size, size), np.uint8)
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(3, 7))):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
         a, b = _object_colours(rng, cls)
         w = _texture(rng, str(rng.choice(_TEXTURES)), rng.uniform(3.0, 6.0), yy, xx)[..., None]

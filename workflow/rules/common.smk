@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, workflow.basedir)
+sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
 from im_core.io import InputError
 import im_core.config as imc
@@ -19,10 +19,6 @@ EXPERIMENTS = CONFIG["experiments"]
 COMPUTE = CONFIG["compute"]
 ENV = "../../envs/im_core.yaml"
 
-# Jobs run this checkout's im_core, whether or not it is installed (also inside conda envs).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
 
 
 wildcard_constraints:
@@ -48,7 +44,7 @@ STEP_MODULES = {
 def code_version(step):
     digest = hashlib.sha256()
     for module in STEP_MODULES[step]:
-        with open(os.path.join(workflow.basedir, "im_core", module + ".py"), "rb") as f:
+        with open(os.path.join(workflow.basedir, "im_core", f"{module}.py"), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
 
@@ -73,13 +69,14 @@ def data_store(w):
     return f"results/{experiment(w)['dataset']}/data.zarr"
 
 
-def model_dirs(exp, gen):
+def model_files(exp, gen, name):
+    """`name` (scores.json, predictions.zarr, ...) of every model of a generation."""
     n = imc.models_in_generation(EXPERIMENTS[exp], gen)
-    return [f"results/{exp}/gen{gen}/models/m{i}" for i in range(n)]
+    return [f"results/{exp}/gen{gen}/models/m{i}/{name}" for i in range(n)]
 
 
 def generation_scores(w):
-    return [d + "/scores.json" for d in model_dirs(w.exp, generation(w))]
+    return model_files(w.exp, generation(w), "scores.json")
 
 
 def as_json(obj):
@@ -91,3 +88,45 @@ def default_targets():
         f"results/{name}/gen{EXPERIMENTS[name]['generations']}/metrics.csv"
         for name in CONFIG["default_experiments"]
     ]
+
+
+# ---- input functions of the rules
+
+
+def train_inputs(w):
+    inputs = {"data": data_store(w)}
+    if generation(w) > 0:
+        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    n = imc.models_in_generation(experiment(w), int(w.gen))
+    if int(w.idx) >= n:
+        raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
+    return inputs
+
+
+def previous_generation(w):
+    g = generation(w)
+    if g < 1:
+        raise WorkflowError(f"results/{w.exp}/gen0 has no pseudo-labels: gen0 trains on labeled images only")
+    return g - 1
+
+
+def teacher_inputs(w):
+    prev = previous_generation(w)
+    return {
+        "data": data_store(w),
+        "selection": f"results/{w.exp}/gen{prev}/selection.json",
+        "predictions": model_files(w.exp, prev, "predictions.zarr"),
+    }
+
+
+def metrics_inputs(w):
+    inputs = {
+        "scores": generation_scores(w),
+        "selection": f"results/{w.exp}/gen{w.gen}/selection.json",
+        "data": data_store(w),
+    }
+    if int(w.gen) > 0:
+        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+        # so that a run to gen g leaves every earlier generation's table too
+        inputs["previous"] = f"results/{w.exp}/gen{int(w.gen) - 1}/metrics.csv"
+    return inputs

@@ -47,19 +47,6 @@ rule select_teachers:
         " --generation {wildcards.gen} --out {output} --log {log}"
 
 
-def metrics_inputs(w):
-    inputs = {
-        "scores": generation_scores(w),
-        "selection": f"results/{w.exp}/gen{w.gen}/selection.json",
-        "data": data_store(w),
-    }
-    if int(w.gen) > 0:
-        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
-        # so that a run to gen g leaves every earlier generation's table too
-        inputs["previous"] = f"results/{w.exp}/gen{int(w.gen) - 1}/metrics.csv"
-    return inputs
-
-
 rule generation_metrics:
     input:
         unpack(metrics_inputs),

@@ -1,22 +1,6 @@
 # Generation g's pseudo-labels: the inconsistency masks of generation g-1's top-n teachers.
 
 
-def previous_generation(w):
-    g = generation(w)
-    if g < 1:
-        raise WorkflowError(f"results/{w.exp}/gen0 has no pseudo-labels: gen0 trains on labeled images only")
-    return g - 1
-
-
-def teacher_inputs(w):
-    prev = previous_generation(w)
-    return {
-        "data": data_store(w),
-        "selection": f"results/{w.exp}/gen{prev}/selection.json",
-        "predictions": [d + "/predictions.zarr" for d in model_dirs(w.exp, prev)],
-    }
-
-
 rule build_pseudo_labels:
     input:
         unpack(teacher_inputs),

@@ -2,16 +2,6 @@
 # gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels.
 
 
-def train_inputs(w):
-    inputs = {"data": data_store(w)}
-    if generation(w) > 0:
-        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
-    n = imc.models_in_generation(experiment(w), int(w.gen))
-    if int(w.idx) >= n:
-        raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
-    return inputs
-
-
 rule train_model:
     input:
         unpack(train_inputs),
