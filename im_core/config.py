@@ -33,8 +33,6 @@ def _validator_with_defaults(schema: dict) -> jsonschema.protocols.Validator:
             for name, sub in properties.items():
                 if "default" in sub:
                     instance.setdefault(name, copy.deepcopy(sub["default"]))
-                elif "$ref" in sub and "default" in sub:
-                    instance.setdefault(name, copy.deepcopy(sub["default"]))
         yield from check_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
@@ -76,8 +74,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
     if not errors:
         for name, ds in config["datasets"].items():
             config["datasets"][name] = resolve_dataset(name, ds)
-        experiment_schema = {**schema, "$ref": "#/$defs/experiment"}
-        experiment_validator = _validator_with_defaults({k: v for k, v in experiment_schema.items() if k not in ("properties", "required", "additionalProperties", "type")})
+        experiment_validator = _validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
         for name, exp in config["experiments"].items():
             errors += _check_experiment(name, exp, config, experiment_validator, where)
         for name in config["default_experiments"]:

@@ -83,7 +83,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     best = {"val_miou": -1.0, "step": 0, "state_dict": None}
     history = []
     step, started = 0, time.time()
-    bar = tqdm(total=total, desc=f"train {model_id}", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=f"train {model_id}", disable=not progress, file=sys.stderr, leave=False, mininterval=2.0)
     model.train()
     while step < total:
         for x, y in loader:
@@ -101,8 +101,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                 pred = predict_labels(model, val.images, task, len(class_names), device=device)
                 val_miou = metrics.score(pred, val.masks, class_names, ignore, task == "multilabel")["miou"]
                 history.append({"step": step, "loss": float(loss.detach()), "val_miou": val_miou})
-                bar.set_postfix(loss=f"{float(loss):.3f}", val_miou=f"{val_miou:.3f}")
-                log.info("step %d/%d loss %.4f val mIoU %.4f", step, total, float(loss), val_miou)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_miou=f"{val_miou:.3f}")
+                log.info("step %d/%d loss %.4f val mIoU %.4f", step, total, float(loss.detach()), val_miou)
                 if val_miou > best["val_miou"]:
                     best = {"val_miou": val_miou, "step": step,
                             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
