@@ -43,16 +43,19 @@ def main() -> int:
     ap.add_argument("--cores", default="all")
     ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
     ap.add_argument("--directory", default=str(REPO), help="working directory holding results/")
+    ap.add_argument("--summarize-only", action="store_true", help="read the existing tables; run nothing")
     args = ap.parse_args()
     with open(args.configfile, encoding="utf-8") as f:
         generations = yaml.safe_load(f)["experiments"][args.experiment].get("generations", 3)
     target = f"results/{args.experiment}/gen{generations}/metrics.csv"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", args.directory,
            "--configfile", args.configfile, "--cores", str(args.cores), target]
-    print("$", " ".join(cmd), flush=True)
-    started = time.time()
-    subprocess.run(cmd, check=True)
-    wall = time.time() - started
+    wall = float("nan")
+    if not args.summarize_only:
+        print("$", " ".join(cmd), flush=True)
+        started = time.time()
+        subprocess.run(cmd, check=True)
+        wall = time.time() - started
     table = summarize(Path(args.directory) / "results", args.experiment, generations)
     table["snakemake_wall_s"] = round(wall, 1)
     out = Path(args.directory) / "results" / "bench" / f"{args.experiment}_generations.csv"

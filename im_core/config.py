@@ -91,7 +91,7 @@ def resolve_dataset(name: str, ds: dict) -> dict:
     if ds["source"] == "demo":
         ds.setdefault("class_names", list(synthetic.CLASS_NAMES))
         ds.setdefault("palette", [list(c) for c in synthetic.PALETTE])
-        ds.setdefault("size", [48, 48])
+        ds.setdefault("size", [32, 32])
     elif ds["source"] == "suim":
         ds.setdefault("class_names", list(SUIM_CLASSES))
         ds.setdefault("palette", [list(c) for c in SUIM_PALETTE])
