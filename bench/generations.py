@@ -25,7 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 def summarize(results: Path, experiment: str, generations: int) -> pd.DataFrame:
     rows = []
     for g in range(generations + 1):
-        t = pd.read_csv(results / experiment / f"gen{g}" / "metrics.csv").sort_values("rank")
+        table = results / experiment / f"gen{g}" / "metrics.csv"
+        if not table.exists():
+            continue
+        t = pd.read_csv(table).sort_values("rank")
         best = t.iloc[0]
         rows.append({
             "generation": g, "models": len(t),
