@@ -71,6 +71,29 @@ def cmd_metrics(a):
             "test_miou_of_best": float(table.iloc[0]["test_miou"])}
 
 
+def cmd_preview(a):
+    from . import visualize
+    return visualize.write_preview(a.pseudo, a.data, a.out, a.count)
+
+
+def cmd_plot(a):
+    from . import visualize
+    tables = {}
+    for item in a.tables:
+        name, _, files = item.partition("=")
+        tables[name] = [f for f in files.split(",") if f]
+    for name, files in tables.items():
+        if not files:
+            raise InputError(f"--tables {name}=: no metrics tables given")
+    visualize.plot_generations(tables, a.out)
+    return {"experiments": list(tables)}
+
+
+def cmd_render(a):
+    from . import visualize
+    return visualize.render(a.store, a.out, a.index, a.split, a.count)
+
+
 def cmd_check_config(a):
     import yaml
     from .config import validate_config
@@ -137,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pseudo")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True)
+
+    sp = add("preview", cmd_preview, "montage of a generation's pseudo-labels (input, masked, label, truth)")
+    sp.add_argument("--pseudo", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--count", type=int, default=6)
+    sp.add_argument("--out", required=True)
+
+    sp = add("plot", cmd_plot, "plot metrics tables by generation")
+    sp.add_argument("--tables", nargs="+", required=True, help="NAME=gen0.csv,gen1.csv,... per experiment")
+    sp.add_argument("--out", required=True)
+
+    sp = add("render", cmd_render, "render a data, predictions or pseudo-label store (or one image) to PNG")
+    sp.add_argument("store")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--index", type=int, help="one image of the store (default: the first --count)")
+    sp.add_argument("--split", help="predictions stores: which split (default: the first)")
+    sp.add_argument("--count", type=int, default=16)
 
     sp = add("check-config", cmd_check_config, "validate a config file against the schema")
     sp.add_argument("config")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,3 +121,21 @@ def test_bad_config_stops_before_any_job(tmp_path):
     out = snakemake(tmp_path, "-n", "results/tiny/gen0/metrics.csv")
     assert out.returncode != 0
     assert "experiments.tiny.train: unknown key(s) ['stepz']" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_default_target_builds_previews_and_plots_and_the_report_builds(tiny_run):
+    run = snakemake(tiny_run)  # rule all: tables, plots and previews of the default experiments
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tiny_run / "results"
+    for g in (1, 2):
+        preview = Image.open(res / "tiny" / f"gen{g}" / "preview.png")
+        assert preview.size[0] == 4 * 96 + 3 * 4 and preview.size[1] > 6 * 96  # 6 rows of 4 tiles upscaled to 96
+    assert Image.open(res / "tiny" / "generations.png").size == (1300, 380)
+    assert (res / "experiments.png").exists()
+    report = snakemake(tiny_run, "--report", str(tiny_run / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text(errors="ignore")
+    assert len(html) > 100_000
+    for name in ("preview.png", "generations.png", "experiments.png", "metrics.csv", "Pseudo-labels"):
+        assert name in html, name

@@ -38,6 +38,7 @@ STEP_MODULES = {
     "select": ["selection", "io"],
     "pseudo": ["pseudo", "data", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
+    "visualize": ["visualize", "io"],
 }
 
 
@@ -83,11 +84,29 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def default_targets():
-    return [
-        f"results/{name}/gen{EXPERIMENTS[name]['generations']}/metrics.csv"
+def experiment_tables(w):
+    """Every generation's metrics table of one experiment."""
+    return [f"results/{w.exp}/gen{g}/metrics.csv" for g in range(EXPERIMENTS[w.exp]["generations"] + 1)]
+
+
+def all_experiment_tables(w):
+    return {
+        name: [f"results/{name}/gen{g}/metrics.csv" for g in range(EXPERIMENTS[name]["generations"] + 1)]
         for name in CONFIG["default_experiments"]
-    ]
+    }
+
+
+def default_targets():
+    """Tables, plots and previews of every default experiment, and the plot across them."""
+    targets = []
+    for name in CONFIG["default_experiments"]:
+        last = EXPERIMENTS[name]["generations"]
+        targets.append(f"results/{name}/gen{last}/metrics.csv")
+        targets.append(f"results/{name}/generations.png")
+        targets += [f"results/{name}/gen{g}/preview.png" for g in range(1, last + 1)]
+    if CONFIG["default_experiments"]:
+        targets.append("results/experiments.png")
+    return targets
 
 
 # ---- input functions of the rules

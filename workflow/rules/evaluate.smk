@@ -51,7 +51,13 @@ rule generation_metrics:
     input:
         unpack(metrics_inputs),
     output:
-        "results/{exp}/gen{gen}/metrics.csv",
+        report(
+            "results/{exp}/gen{gen}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            subcategory="{exp}",
+            labels={"experiment": "{exp}", "generation": "{gen}"},
+        ),
     log:
         "results/logs/{exp}/gen{gen}/generation_metrics.log",
     benchmark:

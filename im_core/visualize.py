@@ -1,0 +1,169 @@
+"""Pictures of what is in the stores: palette-coloured labels with the IM in grey, the
+per-generation preview montage, the generation plots, and a renderer for any store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .io import InputError, atomic_output, open_store
+
+IM_GREY = (128, 128, 128)
+UNKNOWN_WHITE = (255, 255, 255)
+
+
+def colorize(labels: np.ndarray, palette: list, ignore_index: int = 255, im: np.ndarray | None = None,
+             im_class_index: int | None = None) -> np.ndarray:
+    """H x W class indices (or C x H x W multi-label 0/1) -> H x W x 3 uint8.
+
+    Classes take their palette colour; pixels inside the IM, or labeled with the extra IM
+    class, are grey; other ignored pixels (not annotated) are white."""
+    pal = np.asarray(palette, dtype=np.uint8)
+    if labels.ndim == 3:  # multi-label: average the colours of the active channels
+        active = (labels == 1).astype(np.float32)
+        summed = np.einsum("chw,cd->hwd", active, pal.astype(np.float32))
+        count = active.sum(0)[..., None]
+        rgb = np.where(count > 0, summed / np.maximum(count, 1), pal[0] * 0).astype(np.uint8)
+        unknown = (labels == ignore_index).any(0)
+    else:
+        rgb = pal[np.clip(labels, 0, len(pal) - 1)]
+        unknown = labels == ignore_index
+        if im_class_index is not None:
+            unknown = unknown & ~(labels == im_class_index)
+            rgb = np.where((labels == im_class_index)[..., None], np.uint8(IM_GREY), rgb)
+    rgb = np.where(unknown[..., None], np.uint8(UNKNOWN_WHITE), rgb)
+    if im is not None:
+        rgb = np.where(im[..., None], np.uint8(IM_GREY), rgb)
+    return rgb.astype(np.uint8)
+
+
+def _upscale(tile: np.ndarray, min_side: int) -> np.ndarray:
+    factor = max(1, int(np.ceil(min_side / min(tile.shape[:2]))))
+    return np.repeat(np.repeat(tile, factor, 0), factor, 1)
+
+
+def _legend(class_names: list[str], palette: list, width: int) -> np.ndarray:
+    entries = list(zip(class_names, [tuple(c) for c in palette])) + [("IM (teachers disagree)", IM_GREY),
+                                                                     ("not annotated", UNKNOWN_WHITE)]
+    per_row = max(1, width // 170)
+    rows = int(np.ceil(len(entries) / per_row))
+    img = Image.new("RGB", (width, 18 * rows + 6), (30, 30, 30))
+    draw = ImageDraw.Draw(img)
+    for k, (name, colour) in enumerate(entries):
+        x, y = 6 + (k % per_row) * 170, 4 + (k // per_row) * 18
+        draw.rectangle([x, y, x + 12, y + 12], fill=colour, outline=(200, 200, 200))
+        draw.text((x + 18, y), name[:24], fill=(230, 230, 230))
+    return np.asarray(img)
+
+
+def preview_montage(pseudo: str | os.PathLike, data: str | os.PathLike, count: int = 6, min_side: int = 96) -> np.ndarray:
+    """One row per unlabeled image: input | masked input | pseudo-label (IM grey) | ground truth."""
+    ps, ds = open_store(pseudo), open_store(data)
+    n = ps["images"].shape[0]
+    picks = np.linspace(0, n - 1, min(count, n)).round().astype(int) if n else np.array([], int)
+    index = ps["index"][:]
+    palette, ignore = ps.attrs["palette"], ps.attrs["ignore_index"]
+    im_class = ps.attrs.get("im_class_index")
+    rows = []
+    for i in picks:
+        j = int(index[i])
+        original = ds["images"][j]
+        label = colorize(ps["labels"][i], palette, ignore, ps["im"][i], im_class)
+        truth = colorize(ds["masks"][j], palette, ignore) if ds["has_mask"][j] else np.full_like(original, 60)
+        tiles = [_upscale(t, min_side) for t in (original, ps["images"][i], label, truth)]
+        gap = np.full((tiles[0].shape[0], 4, 3), 30, np.uint8)
+        rows.append(np.concatenate([x for t in tiles for x in (t, gap)][:-1], 1))
+    header = _header(["input", "masked input", "pseudo-label", "ground truth"], rows[0].shape[1] if rows else 400,
+                     rows[0].shape[1] // 4 if rows else 100)
+    spacer = np.full((4, header.shape[1], 3), 30, np.uint8)
+    body = [x for r in rows for x in (r, spacer)]
+    legend = _legend(ps.attrs["class_names"], palette, header.shape[1])
+    return np.concatenate([header, *body, legend], 0)
+
+
+def _header(titles: list[str], width: int, column: int) -> np.ndarray:
+    img = Image.new("RGB", (width, 18), (30, 30, 30))
+    draw = ImageDraw.Draw(img)
+    for k, title in enumerate(titles):
+        draw.text((k * column + 4, 3), title, fill=(230, 230, 230))
+    return np.asarray(img)
+
+
+def save_png(rgb: np.ndarray, out: str | os.PathLike) -> None:
+    with atomic_output(out) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+def write_preview(pseudo: str, data: str, out: str, count: int = 6) -> dict:
+    rgb = preview_montage(pseudo, data, count)
+    save_png(rgb, out)
+    return {"size": list(rgb.shape[:2])}
+
+
+def render(store: str, out: str, index: int | None = None, array: str | None = None, count: int = 16) -> dict:
+    """Render a data, predictions or pseudo-label store (or one image of it) to PNG."""
+    st = open_store(store)
+    kind = st.attrs.get("kind", "")
+    palette, ignore = st.attrs.get("palette"), st.attrs.get("ignore_index", 255)
+    if palette is None:
+        raise InputError(f"{store}: no palette attribute; is this an im_core store?")
+    if kind == "im_core.predictions":
+        split = array or st.attrs["splits"][0]
+        labels = st[f"{split}/labels"]
+        tiles = lambda i: [colorize(labels[i], palette, ignore)]  # noqa: E731
+        n = labels.shape[0]
+    elif kind == "im_core.pseudo_labels":
+        tiles = lambda i: [st["images"][i], colorize(st["labels"][i], palette, ignore, st["im"][i],  # noqa: E731
+                                                    st.attrs.get("im_class_index"))]
+        n = st["images"].shape[0]
+    elif kind == "im_core.data":
+        tiles = lambda i: [st["images"][i], colorize(st["masks"][i], palette, ignore)]  # noqa: E731
+        n = st["images"].shape[0]
+    else:
+        raise InputError(f"{store}: unknown store kind {kind!r}")
+    if index is not None and not 0 <= index < n:
+        raise InputError(f"--index {index}: {store} holds images 0..{n - 1}")
+    picks = [index] if index is not None else list(range(min(count, n)))
+    rows = [np.concatenate(tiles(i), 1) for i in picks]
+    rgb = np.concatenate(rows, 0)
+    save_png(_upscale(rgb, 64) if index is not None else rgb, out)
+    return {"images": picks, "size": list(rgb.shape[:2])}
+
+
+def plot_generations(tables: dict[str, list[str]], out: str | os.PathLike) -> None:
+    """Per experiment: test mIoU (best-on-val model, and mean ± std) by generation; IM fraction;
+    pseudo-label accuracy and coverage."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, files in tables.items():
+        frames = [pd.read_csv(f) for f in files]
+        gens = [int(t["generation"].iloc[0]) for t in frames]
+        best = [t.sort_values("rank")["test_miou"].iloc[0] for t in frames]
+        mean = np.array([t["test_miou"].mean() for t in frames])
+        std = np.array([t["test_miou"].std(ddof=0) for t in frames])
+        line, = axes[0].plot(gens, best, "o-", label=f"{name} (best on val)")
+        axes[0].fill_between(gens, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        axes[0].plot(gens, mean, "--", color=line.get_color(), label=f"{name} (mean ± std)")
+        later = [(g, t.iloc[0]) for g, t in zip(gens, frames) if g > 0]
+        if later:
+            axes[1].plot([g for g, _ in later], [r["im_fraction"] for _, r in later], "o-", color=line.get_color(), label=name)
+            axes[2].plot([g for g, _ in later], [r["pseudo_accuracy"] for _, r in later], "o-", color=line.get_color(),
+                         label=f"{name} accuracy")
+            axes[2].plot([g for g, _ in later], [r["pseudo_coverage"] for _, r in later], "s:", color=line.get_color(),
+                         label=f"{name} coverage")
+    for ax, title in zip(axes, ("test mIoU", "IM fraction (masked pixels)", "pseudo-labels vs hidden truth")):
+        ax.set_title(title)
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

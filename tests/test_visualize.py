@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from im_core.cli import main as cli
+from im_core.config import resolve_dataset
+from im_core.data import nearest_palette_index, prepare
+from im_core.io import atomic_output, open_store, write_array
+from im_core.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, preview_montage
+
+PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]]
+
+
+def test_palette_colours_map_back_to_their_classes():
+    labels = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)
+    rgb = colorize(labels, PALETTE)
+    assert (nearest_palette_index(rgb, PALETTE) == labels).all()
+
+
+def test_im_is_grey_and_unannotated_is_white():
+    labels = np.array([[1, 255, 255, 4]], np.uint8)
+    im = np.array([[False, True, False, False]])
+    rgb = colorize(labels, PALETTE, ignore_index=255, im=im, im_class_index=4)
+    assert tuple(rgb[0, 0]) == tuple(PALETTE[1])
+    assert tuple(rgb[0, 1]) == IM_GREY      # inside the IM
+    assert tuple(rgb[0, 2]) == UNKNOWN_WHITE  # ignored, not IM
+    assert tuple(rgb[0, 3]) == IM_GREY      # the extra IM class
+
+
+def test_multilabel_colours_average_active_channels():
+    labels = np.zeros((2, 1, 2), np.uint8)
+    labels[0, 0, 0] = 1
+    labels[1, 0, 0] = 1
+    labels[1, 0, 1] = 1
+    rgb = colorize(labels, [[200, 0, 0], [0, 0, 200]])
+    assert tuple(rgb[0, 0]) == (100, 0, 100) and tuple(rgb[0, 1]) == (0, 0, 200)
+
+
+@pytest.fixture()
+def stores(tmp_path):
+    cfg = resolve_dataset("t", {"source": "demo", "n_images": 20, "size": [16, 16], "seed": 0, "ignore_index": 255,
+                                "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2})
+    prepare(cfg, tmp_path / "data.zarr")
+    data = open_store(tmp_path / "data.zarr")
+    idx = np.flatnonzero(data["split"][:] == 1)
+    labels = data["masks"].get_orthogonal_selection((idx,))
+    im = np.zeros_like(labels, bool)
+    im[:, :4] = True
+    with atomic_output(tmp_path / "pseudo.zarr") as tmp:
+        g = open_store(tmp, mode="w")
+        write_array(g, "images", data["images"].get_orthogonal_selection((idx,)), ("image", "y", "x", "channel"))
+        write_array(g, "labels", np.where(im, 255, labels).astype(np.uint8), ("image", "y", "x"))
+        write_array(g, "im", im, ("image", "y", "x"))
+        write_array(g, "index", idx, ("image",))
+        g.attrs.update({"kind": "im_core.pseudo_labels", "palette": data.attrs["palette"], "ignore_index": 255,
+                        "class_names": data.attrs["class_names"], "im_class_index": None})
+    return tmp_path
+
+
+def test_preview_montage_size_and_content(stores):
+    rgb = preview_montage(stores / "pseudo.zarr", stores / "data.zarr", count=3, min_side=32)
+    # 4 columns of 32 px plus 3 gaps of 4 px; 3 rows of 32 px, each followed by a 4 px spacer, plus header and legend
+    assert rgb.shape[1] == 4 * 32 + 3 * 4
+    assert rgb.shape[0] > 18 + 3 * 36
+    first_row = rgb[18:18 + 32]
+    label_tile = first_row[:, 2 * 36:2 * 36 + 32]
+    assert (label_tile[:8] == IM_GREY).all()  # the top 4 pixel rows are IM, upscaled x2
+
+
+def test_render_cli_writes_png_of_store_and_of_one_index(stores, tmp_path):
+    assert cli(["render", str(stores / "data.zarr"), "--out", str(tmp_path / "all.png"), "--count", "3"]) == 0
+    assert Image.open(tmp_path / "all.png").size == (32, 48)  # image | mask side by side, 3 rows
+    assert cli(["render", str(stores / "pseudo.zarr"), "--index", "1", "--out", str(tmp_path / "one.png")]) == 0
+    assert Image.open(tmp_path / "one.png").size == (128, 64)  # upscaled x4 to at least 64 px
+    assert cli(["render", str(stores / "data.zarr"), "--index", "99", "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_generations_writes_png(tmp_path):
+    import pandas as pd
+    files = []
+    for g in range(3):
+        t = pd.DataFrame({"generation": [g, g], "model_id": ["a", "b"], "rank": [1, 2], "test_miou": [0.4 + g / 10, 0.3],
+                          "im_fraction": [0.2, 0.2], "pseudo_accuracy": [0.9, 0.9], "pseudo_coverage": [0.8, 0.8]})
+        files.append(str(tmp_path / f"gen{g}.csv"))
+        t.to_csv(files[-1], index=False)
+    plot_generations({"x": files}, tmp_path / "plot.png")
+    assert Image.open(tmp_path / "plot.png").size == (1300, 380)
