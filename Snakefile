@@ -21,6 +21,16 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Cheap aggregation steps run where snakemake runs, not as cluster jobs.
+localrules:
+    all,
+    select_teachers,
+    generation_metrics,
+    preview_pseudo_labels,
+    plot_experiment,
+    plot_experiments,
+
+
 rule all:
     input:
         default_targets(),

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
@@ -18,6 +19,24 @@ DATASETS = CONFIG["datasets"]
 EXPERIMENTS = CONFIG["experiments"]
 COMPUTE = CONFIG["compute"]
 ENV = "../../envs/im_core.yaml"
+
+
+def visible_gpus():
+    """CUDA GPUs of this machine, counted with nvidia-smi (no torch import at parse time)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
+
+
+# Training and prediction ask for one GPU each where there are GPUs (compute.gpu: auto), and a
+# local run caps the `gpu` resource at the GPU count, so it never runs more GPU jobs at once
+# than there are GPUs (an explicit --resources gpu=N wins). Cluster profiles set gpu themselves.
+GPUS = visible_gpus() if workflow.local_exec else 0
+GPU_PER_JOB = int(GPUS > 0) if COMPUTE["gpu"] == "auto" else int(COMPUTE["gpu"])
+if workflow.local_exec and GPU_PER_JOB and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", max(GPUS, 1))
 
 
 

@@ -19,6 +19,7 @@ rule train_model:
     resources:
         mem_mb=COMPUTE["train_mem_mb"],
         runtime=COMPUTE["train_runtime_min"],
+        gpu=GPU_PER_JOB,
     conda:
         ENV
     shell:
@@ -44,6 +45,7 @@ rule predict:
     resources:
         mem_mb=COMPUTE["predict_mem_mb"],
         runtime=60,
+        gpu=GPU_PER_JOB,
     conda:
         ENV
     shell:
