@@ -39,7 +39,6 @@ if workflow.local_exec and GPU_PER_JOB and "gpu" not in workflow.global_resource
     workflow.register_resource("gpu", max(GPUS, 1))
 
 
-
 wildcard_constraints:
     dataset="|".join(DATASETS) or "NO_DATASET",
     exp="|".join(EXPERIMENTS) or "NO_EXPERIMENT",
