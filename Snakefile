@@ -25,6 +25,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     select_teachers,
+    record_settings,
     generation_metrics,
     preview_pseudo_labels,
     plot_experiment,

@@ -94,6 +94,13 @@ def cmd_render(a):
     return visualize.render(a.store, a.out, a.index, a.split, a.count)
 
 
+def cmd_record_settings(a):
+    from .io import write_json
+    settings = _settings(a.settings)
+    write_json(a.out, settings)
+    return {"keys": sorted(settings)}
+
+
 def cmd_check_config(a):
     import yaml
     from .config import validate_config
@@ -177,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", type=int, help="one image of the store (default: the first --count)")
     sp.add_argument("--split", help="predictions stores: which split (default: the first)")
     sp.add_argument("--count", type=int, default=16)
+
+    sp = add("record-settings", cmd_record_settings, "write the settings in force for a generation as JSON")
+    sp.add_argument("--settings", required=True)
+    sp.add_argument("--out", required=True)
 
     sp = add("check-config", cmd_check_config, "validate a config file against the schema")
     sp.add_argument("config")

@@ -59,6 +59,8 @@ def test_outputs_of_every_generation(tiny_run):
         assert table["test_miou"].between(0, 1).all()
         assert set(table["selected"]) <= {"yes", "no"}
         sel = json.loads((res / f"gen{g}" / "selection.json").read_text())
+        recorded = json.loads((res / f"gen{g}" / "settings.json").read_text())
+        assert recorded["generation"] == g and recorded["pseudo_labels"]["teachers"] == 2
         assert len(sel["selected"]) == 2
         if g == 0:
             assert table["im_fraction"].isna().all()
@@ -103,6 +105,7 @@ def test_change_from_gen2_reruns_gen2_only(tiny_run):
     assert after == before  # data, gen0 and gen1 untouched
     pseudo = zarr.open_group(str(res / "gen2" / "pseudo.zarr"), mode="r")
     assert pseudo.attrs["settings"]["dilate"] == 3
+    assert json.loads((res / "gen2" / "settings.json").read_text())["pseudo_labels"]["dilate"] == 3
     assert snakemake(tiny_run, "-n", "results/tiny/gen2/metrics.csv").stdout.count("Nothing to be done") == 1
 
 

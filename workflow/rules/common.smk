@@ -161,6 +161,7 @@ def metrics_inputs(w):
         "scores": generation_scores(w),
         "selection": f"results/{w.exp}/gen{w.gen}/selection.json",
         "data": data_store(w),
+        "settings": f"results/{w.exp}/gen{w.gen}/settings.json",
     }
     if int(w.gen) > 0:
         inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"

@@ -1,6 +1,27 @@
 # Scores per model, teacher selection per generation, and the generation's metrics table.
 
 
+rule record_settings:
+    output:
+        "results/{exp}/gen{gen}/settings.json",
+    log:
+        "results/logs/{exp}/gen{gen}/record_settings.log",
+    benchmark:
+        "results/benchmarks/{exp}/gen{gen}/record_settings.tsv"
+    params:
+        settings=lambda w: as_json(
+            {"experiment": w.exp, "generation": generation(w), **imc.generation_settings(experiment(w), int(w.gen))}
+        ),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli record-settings --settings {params.settings:q} --out {output} --log {log}"
+
+
 rule score_model:
     input:
         predictions="results/{exp}/gen{gen}/models/m{idx}/predictions.zarr",
