@@ -24,21 +24,23 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
     return result
 
 
+NO_PSEUDO_LABELS = {"im_fraction": float("nan"), "pseudo_images": 0, "pseudo_images_kept": 0,
+                    "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")}
+
+
 def pseudo_label_statistics(pseudo: str, data: str) -> dict:
     """IM fraction and, where the unlabeled split has (hidden) ground truth, accuracy and coverage."""
     store, data_store = open_store(pseudo), open_store(data)
     index = store["index"][:]
     keep = store["keep"][:]
-    truth = data_store["masks"].get_orthogonal_selection((index[keep],))
     has_truth = data_store["has_mask"].get_orthogonal_selection((index[keep],))
-    stats = {"im_fraction": float(store["im_fraction"][:].mean()), "pseudo_images": int(len(index)),
-             "pseudo_images_kept": int(keep.sum())}
+    stats = dict(NO_PSEUDO_LABELS, im_fraction=float(store["im_fraction"][:].mean()), pseudo_images=int(len(index)),
+                 pseudo_images_kept=int(keep.sum()))
     if has_truth.any():
+        truth = data_store["masks"].get_orthogonal_selection((index[keep],))
         labels = store["labels"].get_orthogonal_selection((np.flatnonzero(keep),))
         stats.update(metrics.pseudo_label_quality(labels[has_truth], truth[has_truth], data_store.attrs["ignore_index"],
                                                   len(data_store.attrs["class_names"])))
-    else:
-        stats.update({"pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")})
     return stats
 
 
@@ -53,9 +55,7 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
             row.update({f"{split}_{k}": v for k, v in s[split].items() if k != "images"})
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("rank")
-    stats = pseudo_label_statistics(pseudo, data) if pseudo else {
-        "im_fraction": float("nan"), "pseudo_images": 0, "pseudo_images_kept": 0,
-        "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")}
+    stats = pseudo_label_statistics(pseudo, data) if pseudo else NO_PSEUDO_LABELS
     for k, v in stats.items():
         table[k] = v
     return table

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.morphology import dilation, erosion, footprint_rectangle
 
-from .io import InputError, atomic_output, open_store, write_array
+from .io import InputError, atomic_output, open_store, read_json, write_array
 from .data import read_split
 
 LABEL_MODES = ("ignore", "im_class")
@@ -88,7 +88,6 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
 
 def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int) -> dict:
     """Build the IM pseudo-label store of `generation` from the teachers named in `selection`."""
-    from .io import read_json
     chosen = read_json(selection)["selected"][: settings["teachers"]]
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]

@@ -41,8 +41,9 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def training_set(store, pseudo_path: str | None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Labeled images with ground truth, plus the pseudo store's (masked) images and labels."""
+def training_set(store, pseudo_path: str | None) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """Labeled images with ground truth, plus the pseudo store's (masked) images and labels;
+    also whether the labels use an extra IM class, and how many images are labeled."""
     labeled = training_arrays(store)
     images, labels, extra_class = [labeled.images], [labeled.masks], False
     if pseudo_path:
@@ -51,7 +52,7 @@ def training_set(store, pseudo_path: str | None) -> tuple[np.ndarray, np.ndarray
         images.append(pseudo["images"].get_orthogonal_selection((np.flatnonzero(keep),)))
         labels.append(pseudo["labels"].get_orthogonal_selection((np.flatnonzero(keep),)))
         extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
-    return np.concatenate(images), np.concatenate(labels), extra_class
+    return np.concatenate(images), np.concatenate(labels), extra_class, len(labeled.index)
 
 
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
@@ -61,7 +62,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     gen = seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    images, labels, extra_class = training_set(store, pseudo)
+    images, labels, extra_class, n_labeled = training_set(store, pseudo)
     val = read_split(store, "val")
 
     model_args = dict(in_channels=3, out_channels=output_channels(task, len(class_names), extra_class),
@@ -77,7 +78,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     warmup = int(settings["warmup_fraction"] * total)
     log.info("model %s gen %d: %d training images (%d labeled), %d val, %d params, %d steps of batch %d on %s",
-             model_id, generation, len(images), len(training_arrays(store).index), len(val.index),
+             model_id, generation, len(images), n_labeled, len(val.index),
              count_parameters(model), total, settings["batch_size"], device)
 
     best = {"val_miou": -1.0, "step": 0, "state_dict": None}
