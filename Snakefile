@@ -30,6 +30,7 @@ localrules:
     preview_pseudo_labels,
     plot_experiment,
     plot_experiments,
+    compare_methods,
 
 
 rule all:

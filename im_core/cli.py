@@ -41,7 +41,8 @@ def cmd_prepare(a):
 def cmd_train(a):
     from . import train
     return train.run(a.data, a.out, _settings(a.settings), pseudo=a.pseudo, threads=a.threads,
-                     model_id=a.model_id, generation=a.generation, progress=not a.no_progress)
+                     model_id=a.model_id, generation=a.generation, progress=not a.no_progress,
+                     init_selection=a.init_selection, init_checkpoints=a.init_checkpoints)
 
 
 def cmd_predict(a):
@@ -61,7 +62,8 @@ def cmd_select(a):
 
 def cmd_pseudo(a):
     from . import pseudo
-    return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation)
+    return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation,
+                      checkpoints=a.checkpoints)
 
 
 def cmd_metrics(a):
@@ -87,6 +89,13 @@ def cmd_plot(a):
             raise InputError(f"--tables {name}=: no metrics tables given")
     visualize.plot_generations(tables, a.out)
     return {"experiments": list(tables)}
+
+
+def cmd_compare(a):
+    from . import compare
+    runs = [compare.parse_run(item) for item in a.runs]
+    table = compare.write_comparison(runs, a.out, a.plot, title=a.title)
+    return {"rows": len(table), "methods": sorted(set(table["method"]))}
 
 
 def cmd_render(a):
@@ -132,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--generation", type=int, default=0)
     sp.add_argument("--threads", type=int, default=1)
     sp.add_argument("--no-progress", action="store_true")
+    sp.add_argument("--init-selection", help="trainer consistency: selection file naming the model to fine-tune")
+    sp.add_argument("--init-checkpoints", nargs="+", help="trainer consistency: the checkpoints it ranks")
 
     sp = add("predict", cmd_predict, "predict splits of a data store with one model")
     sp.add_argument("--checkpoint", required=True)
@@ -152,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--generation", type=int, required=True)
     sp.add_argument("--out", required=True)
 
-    sp = add("pseudo", cmd_pseudo, "build IM pseudo-labels from the selected teachers' predictions")
+    sp = add("pseudo", cmd_pseudo, "build pseudo-labels (IM or a baseline builder) from the selected teachers")
     sp.add_argument("--data", required=True)
     sp.add_argument("--selection", required=True)
     sp.add_argument("--predictions", nargs="+", required=True)
+    sp.add_argument("--checkpoints", nargs="+", help="the teachers' checkpoints (model_ensemble, input_ensemble)")
     sp.add_argument("--settings", required=True)
     sp.add_argument("--generation", type=int, required=True)
     sp.add_argument("--out", required=True)
@@ -177,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plot", cmd_plot, "plot metrics tables by generation")
     sp.add_argument("--tables", nargs="+", required=True, help="NAME=gen0.csv,gen1.csv,... per experiment")
     sp.add_argument("--out", required=True)
+
+    sp = add("compare", cmd_compare, "one table (and plot) of methods x generations over seeds")
+    sp.add_argument("--runs", nargs="+", required=True,
+                    help="METHOD:SEED=gen0.csv,gen1.csv,... (each generation's metrics table of one run)")
+    sp.add_argument("--out", required=True, help="CSV table")
+    sp.add_argument("--plot", help="PNG: test mIoU and IM fraction by generation")
+    sp.add_argument("--title", default="")
 
     sp = add("render", cmd_render, "render a data, predictions or pseudo-label store (or one image) to PNG")
     sp.add_argument("store")

@@ -17,6 +17,8 @@ import yaml
 from .io import InputError
 from . import synthetic
 from .data import SUIM_CLASSES, SUIM_PALETTE
+from .methods import deep_merge, expand_comparison
+from .schedules import noisy_student_settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -77,6 +79,10 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
         experiment_validator = _validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
         for name, exp in config["experiments"].items():
             errors += _check_experiment(name, exp, config, experiment_validator, where)
+        if not errors:
+            errors += _expand_comparisons(config, experiment_validator, where)
+        for name, exp in config["experiments"].items():
+            errors += _check_start(name, exp, config["experiments"], where)
         for name in config["default_experiments"]:
             if name not in config["experiments"]:
                 errors.append(f"{where}: default_experiments: {name!r} is not an experiment; known: {sorted(config['experiments'])}")
@@ -111,6 +117,8 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
     if exp["dataset"] not in config["datasets"]:
         return [f"{where}: {key}.dataset: {exp['dataset']!r} is not a data set; known: {sorted(config['datasets'])}"]
     errors = []
+    if "/" in name and not name.split("/")[1:2] == ["compare"]:
+        errors.append(f"{where}: {key}: experiment names may not contain '/' (used for comparisons' experiments)")
     for g in sorted({0, 1} | {o["from_generation"] for o in exp["overrides"]}):
         resolved = _merged(exp, g)
         found = _messages(validator, resolved, where, (key, f"(generation {g} after overrides)"))
@@ -121,23 +129,79 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
         models = resolved["stage0" if g == 0 else "students"]["models"]
         if sel["top_k"] > models:
             errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
-        if pl["teachers"] > sel["top_k"]:
+        if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"]:
             errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
+        if resolved["stage0"]["trainer"] != "supervised":
+            errors.append(f"{where}: {key}.stage0.trainer: gen0 has no teacher to fine-tune; use 'supervised'")
+        consistency = resolved["students"]["trainer"] == "consistency"
+        if consistency != (pl["builder"] == "none"):
+            errors.append(f"{where}: {key}: students.trainer 'consistency' goes with pseudo_labels.builder 'none' "
+                          f"(it uses no pseudo-labels) and only with it; got trainer {resolved['students']['trainer']!r}, "
+                          f"builder {pl['builder']!r} (generation {g})")
     return errors
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+def _expand_comparisons(config: dict, validator, where: str) -> list[str]:
+    """Add each comparison's method x seed experiments to config["experiments"]."""
+    errors = []
+    for dataset, comp in config["comparisons"].items():
+        key = f"comparisons.{dataset}"
+        base = config["experiments"].get(comp["base"])
+        if base is None:
+            errors.append(f"{where}: {key}.base: {comp['base']!r} is not an experiment; known: {sorted(config['experiments'])}")
+            continue
+        if base["dataset"] != dataset:
+            errors.append(f"{where}: {key}.base: experiment {comp['base']!r} uses data set {base['dataset']!r}; "
+                          f"a comparison is named after its data set, so its base must use {dataset!r}")
+            continue
+        if base["start_from"]:
+            errors.append(f"{where}: {key}.base: experiment {comp['base']!r} has start_from set; use one that trains its own gen0")
+            continue
+        for extra in comp["experiments"]:
+            if extra not in config["experiments"]:
+                errors.append(f"{where}: {key}.experiments: {extra!r} is not an experiment")
+            elif config["experiments"][extra]["dataset"] != dataset:
+                errors.append(f"{where}: {key}.experiments: {extra!r} uses data set {config['experiments'][extra]['dataset']!r}, not {dataset!r}")
+        for name, exp in expand_comparison(dataset, comp, base).items():
+            if name in config["experiments"]:
+                errors.append(f"{where}: experiments.{name}: this name belongs to {key}; rename the experiment")
+                continue
+            found = _check_experiment(name, exp, config, validator, where)
+            errors += [f"{e} (from {key})" for e in found]
+            config["experiments"][name] = exp
+    return errors
+
+
+def _check_start(name: str, exp: dict, experiments: dict, where: str) -> list[str]:
+    """start_from: same data set, same gen0 settings, and no chains."""
+    start = exp.get("start_from")
+    if not start:
+        return []
+    key = f"{where}: experiments.{name}.start_from"
+    if start not in experiments:
+        return [f"{key}: {start!r} is not an experiment"]
+    other = experiments[start]
+    if other["start_from"]:
+        return [f"{key}: {start!r} itself starts from {other['start_from']!r}; name that one instead"]
+    if other["dataset"] != exp["dataset"]:
+        return [f"{key}: {start!r} uses data set {other['dataset']!r}, this experiment {exp['dataset']!r}"]
+    mine, theirs = gen0_settings(exp), gen0_settings(other)
+    differ = sorted(k for k in mine if mine[k] != theirs[k])
+    if differ:
+        return [f"{key}: gen0 settings differ from {start!r} in {differ}; gen0 models can only be shared when they match"]
+    return []
+
+
+def gen0_settings(exp: dict) -> dict:
+    s = generation_settings(exp, 0)
+    return {"model": s["model"], "train": s["train"], "stage0": s["stage0"], "seed": exp["seed"]}
 
 
 def _merged(exp: dict, generation: int) -> dict:
     resolved = {k: v for k, v in exp.items() if k != "overrides"}
     for o in exp["overrides"]:
         if o["from_generation"] <= generation:
-            resolved = _deep_merge(resolved, {k: v for k, v in o.items() if k != "from_generation"})
+            resolved = deep_merge(resolved, {k: v for k, v in o.items() if k != "from_generation"})
     return resolved
 
 
@@ -147,8 +211,19 @@ def generation_settings(exp: dict, generation: int) -> dict:
 
 
 def train_settings(exp: dict, generation: int, model_index: int) -> dict:
+    """Everything one training job needs: the train section, the model, the trainer and the seed."""
     s = generation_settings(exp, generation)
-    return {**s["train"], "model": s["model"], "seed": model_seed(exp["seed"], generation, model_index)}
+    trainer = s["stage0" if generation == 0 else "students"]
+    settings = {**s["train"], "model": dict(s["model"]), "seed": model_seed(exp["seed"], generation, model_index),
+                "trainer": trainer["trainer"], "labels": trainer["labels"], "copies_seed": exp["seed"]}
+    if trainer["trainer"] == "consistency":
+        settings["consistency_weight"] = trainer["consistency_weight"]
+    if generation >= 1 and s["noisy_student"]["enabled"]:
+        settings = noisy_student_settings(settings, s["noisy_student"], generation, exp["generations"])
+    return settings
+
+
+ENSEMBLE_BUILDERS = ("im", "model_ensemble")  # builders that use the top-n teachers; the others use the best one
 
 
 def pseudo_settings(exp: dict, generation: int) -> dict:

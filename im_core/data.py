@@ -7,8 +7,9 @@ The data store holds every image of the data set at one size:
   split     N uint8, codes in attrs["split_codes"] (labeled, unlabeled, val, test)
   has_mask  N bool
 attrs: class_names, palette, ignore_index, task, names (file names), source settings.
-The masks of the unlabeled split are kept for diagnostics only (scoring pseudo-labels);
-`training_arrays` is the only reader used for training and it never returns them.
+The masks of the unlabeled split are kept for diagnostics (scoring pseudo-labels) and for the
+FDT baseline; `training_arrays` is the only reader used for training and returns them only
+when asked for all labels.
 """
 from __future__ import annotations
 
@@ -285,18 +286,33 @@ def read_split(store, split: str, with_masks: bool = True) -> SplitArrays:
     return SplitArrays(images, masks, idx)
 
 
-def training_arrays(store) -> SplitArrays:
-    """The labeled split with its ground truth: the only ground truth that training sees."""
-    return read_split(store, "labeled")
+def training_arrays(store, labels: str = "labeled") -> SplitArrays:
+    """The ground truth training sees: the labeled split's, or with labels="all" (FDT, the
+    upper-bound baseline) the unlabeled split's too, which must then have masks."""
+    labeled = read_split(store, "labeled")
+    if labels == "labeled":
+        return labeled
+    if labels != "all":
+        raise ValueError(f"labels must be 'labeled' or 'all', got {labels!r}")
+    unlabeled = read_split(store, "unlabeled")
+    missing = int((~store["has_mask"].get_orthogonal_selection((unlabeled.index,))).sum())
+    if missing:
+        raise InputError(f"{store.store}: {missing} of {len(unlabeled.index)} unlabeled images have no mask, "
+                         "so a model on all labels (stage0.labels: all, FDT) cannot be trained on this data set")
+    return SplitArrays(np.concatenate([labeled.images, unlabeled.images]),
+                       np.concatenate([labeled.masks, unlabeled.masks]),
+                       np.concatenate([labeled.index, unlabeled.index]))
 
 
 class SegmentationSamples:
-    """Image/label pairs with flip and scale-crop augmentation (torchvision v2, masks nearest).
+    """Image/label pairs with flip and scale-crop augmentation (torchvision v2, masks nearest),
+    then the photometric noise of `augment` (blur, noise, contrast, brightness) if any.
 
     A map-style data set for torch.utils.data.DataLoader."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, augment: dict | None = None):
         from torchvision.transforms import v2
+        from .augment import has_photometric
         self.images, self.labels = images, labels
         steps = []
         if augment:
@@ -309,6 +325,7 @@ class SegmentationSamples:
             if augment.get("vflip", False):
                 steps.append(v2.RandomVerticalFlip())
         self.transform = v2.Compose(steps) if steps else None
+        self.noise = augment if has_photometric(augment) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -320,4 +337,8 @@ class SegmentationSamples:
         label = torch.from_numpy(np.ascontiguousarray(self.labels[i]))
         if self.transform is not None:
             image, label = self.transform(tv_tensors.Image(image), tv_tensors.Mask(label))
-        return image.float(), label.as_subclass(torch.Tensor).long()
+        image = image.as_subclass(torch.Tensor).float()
+        if self.noise is not None:
+            from .augment import photometric
+            image = photometric(image, self.noise)
+        return image, label.as_subclass(torch.Tensor).long()

@@ -34,7 +34,9 @@ def pseudo_label_statistics(pseudo: str, data: str) -> dict:
     index = store["index"][:]
     keep = store["keep"][:]
     has_truth = data_store["has_mask"].get_orthogonal_selection((index[keep],))
-    stats = dict(NO_PSEUDO_LABELS, im_fraction=float(store["im_fraction"][:].mean()), pseudo_images=int(len(index)),
+    # only the IM builder masks anything; the others have no IM fraction to report
+    im_fraction = float(store["im_fraction"][:].mean()) if store.attrs.get("builder", "im") == "im" else float("nan")
+    stats = dict(NO_PSEUDO_LABELS, im_fraction=im_fraction, pseudo_images=int(len(index)),
                  pseudo_images_kept=int(keep.sum()))
     if has_truth.any():
         truth = data_store["masks"].get_orthogonal_selection((index[keep],))

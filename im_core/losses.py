@@ -46,3 +46,17 @@ def discretize(logits: torch.Tensor, task: str, num_classes: int) -> torch.Tenso
     if task == "binary":
         return (logits[:, 0] > 0).to(torch.uint8)
     return (logits > 0).to(torch.uint8)
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Softmax over the channels (multi-class), else a sigmoid per channel."""
+    return logits.softmax(1) if task == "multiclass" else logits.sigmoid()
+
+
+def discretize_probabilities(probs: torch.Tensor | "np.ndarray", task: str, num_classes: int):
+    """Hard labels from (averaged) probabilities, as `discretize` does from logits."""
+    if task == "multiclass":
+        return probs[:, :num_classes].argmax(1)
+    if task == "binary":
+        return probs[:, 0] > 0.5
+    return probs > 0.5

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import torch
 
-from .io import atomic_output, open_store, write_array
-from .losses import discretize
+from .io import InputError, atomic_output, open_store, read_json, write_array
+from .losses import discretize, probabilities
 from .models import build_model
 from .data import read_split
 
@@ -24,12 +24,42 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[torc
     return model, ckpt
 
 
+def teacher_checkpoints(selection: str, checkpoints: list[str], n: int) -> list[str]:
+    """The checkpoints of the top-n models of a selection file, best first."""
+    chosen = read_json(selection)["selected"][:n]
+    by_id = {torch.load(p, map_location="cpu", weights_only=False)["model_id"]: p for p in checkpoints}
+    missing = [m for m in chosen if m not in by_id]
+    if missing:
+        raise InputError(f"{selection}: models {missing} are not among the checkpoints {checkpoints}")
+    return [by_id[m] for m in chosen]
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device):
     """Yield logits batch by batch for N x H x W x 3 uint8 images."""
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
         yield model(x.permute(0, 3, 1, 2).float())
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, images: np.ndarray, task: str, batch_size: int = 32,
+                          flips: bool = False) -> np.ndarray:
+    """Class probabilities N x C x H x W (float32); with flips, averaged over the identity and the
+    horizontal, vertical and both flips (each flipped back): the input ensemble."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device).permute(0, 3, 1, 2).float()
+        dims_list = [(), (-1,), (-2,), (-2, -1)] if flips else [()]
+        total = 0
+        for dims in dims_list:
+            xi = x.flip(dims) if dims else x
+            p = probabilities(model(xi), task)
+            total = total + (p.flip(dims) if dims else p)
+        out.append((total / len(dims_list)).cpu().numpy())
+    return np.concatenate(out)
 
 
 def predict_labels(model: torch.nn.Module, images: np.ndarray, task: str, num_classes: int,

@@ -1,4 +1,9 @@
-"""Inconsistency-Mask pseudo-labels from n teachers' hard predictions.
+"""Pseudo-labels of a generation from the previous generation's teachers.
+
+Builders: `im` (inconsistency masks of the top-n teachers' hard predictions), and, without any
+mask, `model_ensemble` (argmax of the top-n teachers' averaged probabilities),
+`input_ensemble` (the best teacher's probabilities averaged over flips) and `best_teacher`
+(the best teacher's hard prediction, as in Noisy Student).
 
 Teacher predictions are stacked as n x N x H x W (multi-class class indices, binary 0/1) or
 n x N x C x H x W (multi-label, 0/1 per channel). The inconsistency mask (IM) is where the
@@ -86,9 +91,35 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
     return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
 
 
-def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int) -> dict:
-    """Build the IM pseudo-label store of `generation` from the teachers named in `selection`."""
-    chosen = read_json(selection)["selected"][: settings["teachers"]]
+BUILDERS = ("im", "model_ensemble", "input_ensemble", "best_teacher")
+
+
+def teacher_count(builder: str, teachers: int) -> int:
+    return teachers if builder in ("im", "model_ensemble") else 1
+
+
+def ensemble_predictions(checkpoints: list[str], images: np.ndarray, task: str, num_classes: int,
+                         flips: bool, batch_size: int = 64) -> np.ndarray:
+    """Hard labels from the probabilities averaged over models (and over flips), 1 x N x ..."""
+    import torch
+    from .losses import discretize_probabilities
+    from .predict import load_checkpoint, pick_device, predict_probabilities
+    device = pick_device()
+    total = 0
+    for path in checkpoints:
+        model, _ = load_checkpoint(path, device)
+        total = total + predict_probabilities(model, images, task, batch_size, flips=flips)
+    labels = discretize_probabilities(torch.from_numpy(total / len(checkpoints)), task, num_classes)
+    return labels.numpy().astype(np.uint8)[None]
+
+
+def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int,
+        checkpoints: list[str] | None = None) -> dict:
+    """Build the pseudo-label store of `generation` from the teachers named in `selection`."""
+    builder = settings.get("builder", "im")
+    if builder not in BUILDERS:
+        raise InputError(f"pseudo_labels.builder: {builder!r} makes no pseudo-labels; builders: {list(BUILDERS)}")
+    chosen = read_json(selection)["selected"][: teacher_count(builder, settings["teachers"])]
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]
     if missing:
@@ -99,10 +130,19 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
     unlabeled = read_split(data_store, "unlabeled", with_masks=False)
     if len(unlabeled.index) == 0:
         raise InputError(f"{data}: the data set has no unlabeled images, so there is nothing to pseudo-label")
-    preds = np.stack([open_store(stores[t])["unlabeled/labels"][:] for t in chosen])
+    if builder in ("model_ensemble", "input_ensemble"):
+        from .predict import teacher_checkpoints
+        if not checkpoints:
+            raise InputError(f"pseudo_labels.builder {builder!r} runs the teachers: pass their --checkpoints")
+        paths = teacher_checkpoints(selection, checkpoints, len(chosen))
+        preds = ensemble_predictions(paths, unlabeled.images, task, len(class_names), flips=builder == "input_ensemble")
+    else:
+        preds = np.stack([open_store(stores[t])["unlabeled/labels"][:] for t in chosen])
+    # one prediction has no inconsistency: the IM-only settings do nothing for the other builders
+    label_mode = settings["label_mode"] if builder == "im" else "ignore"
     pl = build_pseudo_labels(
         preds, unlabeled.images, task, len(class_names), block_input=settings["block_input"],
-        block_output=settings["block_output"], label_mode=settings["label_mode"], ignore_index=ignore,
+        block_output=settings["block_output"], label_mode=label_mode, ignore_index=ignore,
         erode=settings["erode"], dilate=settings["dilate"],
         filter_class_disagreement=settings["filter_class_disagreement"],
     )
@@ -116,10 +156,10 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
         write_array(group, "keep", pl.keep, ("image",))
         write_array(group, "index", unlabeled.index, ("image",))
         group.attrs.update({
-            "kind": "im_core.pseudo_labels", "builder": "im", "generation": generation, "teachers": chosen,
+            "kind": "im_core.pseudo_labels", "builder": builder, "generation": generation, "teachers": chosen,
             "task": task, "class_names": class_names, "palette": data_store.attrs["palette"],
-            "ignore_index": ignore, "label_mode": settings["label_mode"],
-            "im_class_index": len(class_names) if settings["label_mode"] == "im_class" and task == "multiclass" else None,
+            "ignore_index": ignore, "label_mode": label_mode,
+            "im_class_index": len(class_names) if label_mode == "im_class" and task == "multiclass" else None,
             "settings": settings, "mean_im_fraction": float(pl.im_fraction.mean()),
             "images_kept": int(pl.keep.sum()), "names": [data_store.attrs["names"][i] for i in unlabeled.index],
         })

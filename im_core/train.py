@@ -1,8 +1,10 @@
-"""Train one model from scratch on the labeled split, optionally plus a pseudo-label store.
+"""Train one model on the labeled split, optionally plus a pseudo-label store.
 
-AdamW, cosine learning-rate schedule with linear warm-up, flip and scale-crop augmentation,
-validation mIoU after every epoch, the best checkpoint kept. Seeds fix weights, data order
-and augmentation.
+Trainers: `supervised` trains from scratch; `consistency` fine-tunes the previous generation's
+best model with cross-entropy on the labeled images plus an MSE between its probabilities on two
+noised views of each unlabeled image. AdamW, cosine learning-rate schedule with linear warm-up,
+flip and scale-crop augmentation (plus photometric noise if configured), validation mIoU after
+every epoch, the best checkpoint kept. Seeds fix weights, data order and augmentation.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ import torch
 from tqdm import tqdm
 
 from . import metrics
+from .augment import COPY_NOISE, augmented_copies, has_photometric, photometric
 from .data import SegmentationSamples, read_split, training_arrays
-from .io import atomic_output, open_store
-from .losses import output_channels, segmentation_loss
+from .io import InputError, atomic_output, open_store
+from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
-from .predict import pick_device, predict_labels
+from .predict import load_checkpoint, pick_device, predict_labels, teacher_checkpoints
 
 log = logging.getLogger("im_core.train")
 
@@ -41,11 +44,18 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def training_set(store, pseudo_path: str | None) -> tuple[np.ndarray, np.ndarray, bool, int]:
-    """Labeled images with ground truth, plus the pseudo store's (masked) images and labels;
-    also whether the labels use an extra IM class, and how many images are labeled."""
-    labeled = training_arrays(store)
+def training_set(store, pseudo_path: str | None, settings: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """Images with ground truth (labeled split, or all for FDT), their augmented copies (ALDT),
+    plus the pseudo store's (masked) images and labels; also whether the labels use an extra IM
+    class, and how many images carry ground truth."""
+    settings = settings or {}
+    labeled = training_arrays(store, settings.get("labels", "labeled"))
     images, labels, extra_class = [labeled.images], [labeled.masks], False
+    if settings.get("labeled_copies", 0):
+        copies = augmented_copies(labeled.images, labeled.masks, settings["labeled_copies"], settings["augment"],
+                                  settings["copies_seed"])
+        images.append(copies[0])
+        labels.append(copies[1])
     if pseudo_path:
         pseudo = open_store(pseudo_path)
         keep = pseudo["keep"][:]
@@ -55,19 +65,54 @@ def training_set(store, pseudo_path: str | None) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(images), np.concatenate(labels), extra_class, len(labeled.index)
 
 
+class UnlabeledViews:
+    """Two noised views of random unlabeled images (same geometry, so pixels correspond)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int, augment: dict, generator: torch.Generator):
+        if len(images) == 0:
+            raise InputError("the consistency trainer needs unlabeled images; the data set has none")
+        self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.noise = augment if has_photometric(augment) else {**augment, **COPY_NOISE}
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.images), (self.batch_size,), generator=self.generator).numpy()
+        x = torch.from_numpy(self.images[np.sort(pick)]).permute(0, 3, 1, 2).float()
+        flip = torch.rand(len(x), generator=self.generator) < 0.5
+        x[flip] = x[flip].flip(-1)
+        views = [torch.stack([photometric(img, self.noise, self.generator) for img in x]) for _ in range(2)]
+        return views[0], views[1]
+
+
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
-        model_id: str = "", generation: int = 0, progress: bool = True) -> dict:
+        model_id: str = "", generation: int = 0, progress: bool = True,
+        init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
     torch.set_num_threads(max(1, threads))
     device = pick_device()
     gen = seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    images, labels, extra_class, n_labeled = training_set(store, pseudo)
+    images, labels, extra_class, n_labeled = training_set(store, pseudo, settings)
     val = read_split(store, "val")
 
-    model_args = dict(in_channels=3, out_channels=output_channels(task, len(class_names), extra_class),
-                      alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
-    model = build_model(**model_args).to(device)
+    consistency = settings.get("trainer", "supervised") == "consistency"
+    if consistency:
+        if not (init_selection and init_checkpoints):
+            raise InputError("trainer 'consistency' fine-tunes the previous generation's best model: "
+                             "pass --init-selection and --init-checkpoints")
+        init_path = teacher_checkpoints(init_selection, init_checkpoints, 1)[0]
+        teacher, teacher_ckpt = load_checkpoint(init_path, device)
+        model_args = teacher_ckpt["model_args"]
+        model = build_model(**model_args).to(device)
+        model.load_state_dict(teacher_ckpt["state_dict"])
+        del teacher
+        unlabeled = UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
+                                   settings["augment"], gen)
+        log.info("fine-tuning %s (val mIoU %.4f) with consistency weight %g", init_path,
+                 teacher_ckpt["best_val_miou"], settings["consistency_weight"])
+    else:
+        model_args = dict(in_channels=3, out_channels=output_channels(task, len(class_names), extra_class),
+                          alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
+        model = build_model(**model_args).to(device)
     loader = torch.utils.data.DataLoader(
         SegmentationSamples(images, labels, settings["augment"]), batch_size=settings["batch_size"],
         shuffle=True, drop_last=len(images) > settings["batch_size"], generator=gen, num_workers=0,
@@ -93,6 +138,11 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, settings["lr"], warmup)
             loss = segmentation_loss(model(x.to(device)), y.to(device), task, ignore)
+            if consistency:
+                view1, view2 = unlabeled.sample()
+                p1 = probabilities(model(view1.to(device)), task)
+                p2 = probabilities(model(view2.to(device)), task)
+                loss = loss + settings["consistency_weight"] * torch.nn.functional.mse_loss(p1, p2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
 from im_core.io import InputError
 import im_core.config as imc
+import im_core.methods as imm
 
 try:
     CONFIG = imc.validate_config(config, where="config")
@@ -39,9 +41,14 @@ if workflow.local_exec and GPU_PER_JOB and "gpu" not in workflow.global_resource
     workflow.register_resource("gpu", max(GPUS, 1))
 
 
+def one_of(names):
+    """A wildcard regex matching exactly these names (comparison experiments contain '/')."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "NO_NAME"
+
+
 wildcard_constraints:
-    dataset="|".join(DATASETS) or "NO_DATASET",
-    exp="|".join(EXPERIMENTS) or "NO_EXPERIMENT",
+    dataset=one_of(DATASETS),
+    exp=one_of(EXPERIMENTS),
     gen=r"\d+",
     idx=r"\d+",
 
@@ -50,11 +57,12 @@ wildcard_constraints:
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
     "prepare": ["data", "synthetic", "io"],
-    "train": ["train", "data", "models", "losses", "metrics", "predict", "io"],
+    "train": ["train", "data", "augment", "models", "losses", "metrics", "predict", "io"],
     "predict": ["predict", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
-    "pseudo": ["pseudo", "data", "io"],
+    "pseudo": ["pseudo", "predict", "models", "losses", "data", "io"],
+    "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],
 }
@@ -81,7 +89,19 @@ def generation(w):
             f"experiments.{w.exp}.generations is {last}, but gen{g} was requested; "
             f"raise generations in config.yaml to build it"
         )
+    if g == 0 and experiment(w)["start_from"]:
+        raise WorkflowError(f"experiments.{w.exp} starts from {experiment(w)['start_from']}: its gen0 is {gen_dir(w.exp, 0)}")
     return g
+
+
+def gen_dir(exp, gen):
+    """Where a generation's outputs are: gen0 of an experiment with start_from is that one's."""
+    start = EXPERIMENTS[exp]["start_from"]
+    return f"results/{start}/gen0" if int(gen) == 0 and start else f"results/{exp}/gen{gen}"
+
+
+def builder(w):
+    return imc.pseudo_settings(experiment(w), int(w.gen))["builder"]
 
 
 def data_store(w):
@@ -91,7 +111,7 @@ def data_store(w):
 def model_files(exp, gen, name):
     """`name` (scores.json, predictions.zarr, ...) of every model of a generation."""
     n = imc.models_in_generation(EXPERIMENTS[exp], gen)
-    return [f"results/{exp}/gen{gen}/models/m{i}/{name}" for i in range(n)]
+    return [f"{gen_dir(exp, gen)}/models/m{i}/{name}" for i in range(n)]
 
 
 def generation_scores(w):
@@ -102,16 +122,30 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def tables_of(exp):
+    """Every generation's metrics table of one experiment, gen0 first."""
+    return [f"{gen_dir(exp, g)}/metrics.csv" for g in range(EXPERIMENTS[exp]["generations"] + 1)]
+
+
 def experiment_tables(w):
-    """Every generation's metrics table of one experiment."""
-    return [f"results/{w.exp}/gen{g}/metrics.csv" for g in range(EXPERIMENTS[w.exp]["generations"] + 1)]
+    return tables_of(w.exp)
 
 
 def all_experiment_tables(w):
-    return {
-        name: [f"results/{name}/gen{g}/metrics.csv" for g in range(EXPERIMENTS[name]["generations"] + 1)]
-        for name in CONFIG["default_experiments"]
-    }
+    return {name: tables_of(name) for name in CONFIG["default_experiments"]}
+
+
+def comparison_runs(w):
+    """METHOD:SEED -> metrics tables, for every run of the data set's comparison."""
+    if w.dataset not in CONFIG["comparisons"]:
+        raise WorkflowError(
+            f"results/{w.dataset}/compare.csv: config has no comparisons.{w.dataset}; "
+            f"configured: {sorted(CONFIG['comparisons'])}"
+        )
+    comp = CONFIG["comparisons"][w.dataset]
+    runs = {f"{m}:{s}": tables_of(imm.experiment_name(w.dataset, m, s)) for s in comp["seeds"] for m in comp["methods"]}
+    runs.update({f"{name}:{EXPERIMENTS[name]['seed']}": tables_of(name) for name in comp["experiments"]})
+    return runs
 
 
 def default_targets():
@@ -132,8 +166,11 @@ def default_targets():
 
 def train_inputs(w):
     inputs = {"data": data_store(w)}
-    if generation(w) > 0:
+    if generation(w) > 0 and builder(w) != "none":
         inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    if int(w.gen) > 0 and imc.train_settings(experiment(w), int(w.gen), 0)["trainer"] == "consistency":
+        inputs["init_selection"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/selection.json"
+        inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
     n = imc.models_in_generation(experiment(w), int(w.gen))
     if int(w.idx) >= n:
         raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
@@ -149,11 +186,16 @@ def previous_generation(w):
 
 def teacher_inputs(w):
     prev = previous_generation(w)
-    return {
+    if builder(w) == "none":
+        raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is 'none' in generation {w.gen}; it has no pseudo-labels")
+    inputs = {
         "data": data_store(w),
-        "selection": f"results/{w.exp}/gen{prev}/selection.json",
+        "selection": f"{gen_dir(w.exp, prev)}/selection.json",
         "predictions": model_files(w.exp, prev, "predictions.zarr"),
     }
+    if builder(w) in ("model_ensemble", "input_ensemble"):
+        inputs["checkpoints"] = model_files(w.exp, prev, "model.pt")
+    return inputs
 
 
 def metrics_inputs(w):
@@ -164,7 +206,8 @@ def metrics_inputs(w):
         "settings": f"results/{w.exp}/gen{w.gen}/settings.json",
     }
     if int(w.gen) > 0:
-        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+        if builder(w) != "none":
+            inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
         # so that a run to gen g leaves every earlier generation's table too
-        inputs["previous"] = f"results/{w.exp}/gen{int(w.gen) - 1}/metrics.csv"
+        inputs["previous"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/metrics.csv"
     return inputs

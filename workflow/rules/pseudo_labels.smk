@@ -1,4 +1,5 @@
-# Generation g's pseudo-labels: the inconsistency masks of generation g-1's top-n teachers.
+# Generation g's pseudo-labels from generation g-1's teachers: inconsistency masks of the top-n
+# (im), or a baseline builder (model_ensemble, input_ensemble, best_teacher).
 
 
 rule build_pseudo_labels:
@@ -12,6 +13,7 @@ rule build_pseudo_labels:
         "results/benchmarks/{exp}/gen{gen}/build_pseudo_labels.tsv"
     params:
         settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen))),
+        checkpoints=lambda w, input: f"--checkpoints {' '.join(input.checkpoints)}" if "checkpoints" in input.keys() else "",
         code=code_version("pseudo"),
     threads: 1
     resources:
@@ -21,5 +23,5 @@ rule build_pseudo_labels:
         ENV
     shell:
         "python -m im_core.cli pseudo --data {input.data} --selection {input.selection}"
-        " --predictions {input.predictions} --settings {params.settings:q} --generation {wildcards.gen}"
+        " --predictions {input.predictions} {params.checkpoints} --settings {params.settings:q} --generation {wildcards.gen}"
         " --out {output} --log {log}"

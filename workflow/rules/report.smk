@@ -84,3 +84,37 @@ rule plot_experiments:
         ENV
     shell:
         "python -m im_core.cli plot --tables {params.tables} --out {output} --log {log}"
+
+
+rule compare_methods:
+    input:
+        unpack(comparison_runs),
+    output:
+        table=report(
+            "results/{dataset}/compare.csv",
+            caption="../report/compare.rst",
+            category="Comparison",
+            labels={"data set": "{dataset}", "figure": "table"},
+        ),
+        plot=report(
+            "results/{dataset}/compare.png",
+            caption="../report/compare.rst",
+            category="Comparison",
+            labels={"data set": "{dataset}", "figure": "plot"},
+        ),
+    log:
+        "results/logs/{dataset}/compare_methods.log",
+    benchmark:
+        "results/benchmarks/{dataset}/compare_methods.tsv"
+    params:
+        runs=lambda w, input: " ".join(f"{run}={','.join(input[run])}" for run in input.keys()),
+        code=code_version("compare"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli compare --runs {params.runs} --title {wildcards.dataset}"
+        " --out {output.table} --plot {output.plot} --log {log}"

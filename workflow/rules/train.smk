@@ -1,5 +1,6 @@
 # Training and prediction. gen0 = stage-0 models on the labeled split only (LDT);
-# gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels.
+# gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels (or, with
+# the consistency trainer, the previous generation's best model fine-tuned).
 
 
 rule train_model:
@@ -14,6 +15,11 @@ rule train_model:
     params:
         settings=lambda w: as_json(imc.train_settings(experiment(w), int(w.gen), int(w.idx))),
         pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
+        init=lambda w, input: (
+            f"--init-selection {input.init_selection} --init-checkpoints {' '.join(input.init_checkpoints)}"
+            if "init_selection" in input.keys()
+            else ""
+        ),
         code=code_version("train"),
     threads: COMPUTE["train_threads"]
     resources:
@@ -23,7 +29,7 @@ rule train_model:
     conda:
         ENV
     shell:
-        "python -m im_core.cli train --data {input.data} {params.pseudo} --settings {params.settings:q}"
+        "python -m im_core.cli train --data {input.data} {params.pseudo} {params.init} --settings {params.settings:q}"
         " --model-id gen{wildcards.gen}_m{wildcards.idx} --generation {wildcards.gen}"
         " --threads {threads} --out {output} --log {log}"
 

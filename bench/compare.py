@@ -1,0 +1,70 @@
+"""Run the configured comparison (IM, its variants and the baselines) of one or more data sets
+through Snakemake and print each table.
+
+    python bench/compare.py demo ph2 dsb2018 --cores 2
+
+For each data set: `snakemake results/<data set>/compare.csv`, timed, then the table (method x
+generation: test mIoU of the best-on-val model, data-set level and per image, val mIoU, IM
+fraction; mean ± std where several seeds are configured), written with the wall time to
+results/bench/<data set>_compare.md. The real data sets are read from ../shared/data (see
+config.yaml); a data set whose folder is missing is reported and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from im_core.compare import format_table  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--cores", default="all")
+    ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
+    ap.add_argument("--directory", default=str(REPO), help="working directory holding results/")
+    ap.add_argument("--summarize-only", action="store_true", help="read the existing tables; run nothing")
+    args = ap.parse_args()
+    with open(args.configfile, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    status = 0
+    for dataset in args.datasets:
+        ds = config["datasets"].get(dataset)
+        if ds is None or dataset not in config.get("comparisons", {}):
+            print(f"{dataset}: no data set or no comparison of that name in {args.configfile}", file=sys.stderr)
+            status = 2
+            continue
+        if ds.get("path") and not (Path(args.directory) / ds["path"]).exists():
+            print(f"{dataset}: {ds['path']} not found (from {args.directory}); skipped", file=sys.stderr)
+            status = 2
+            continue
+        target = f"results/{dataset}/compare.csv"
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", args.directory,
+               "--configfile", args.configfile, "--cores", str(args.cores), "--", target]
+        wall = float("nan")
+        if not args.summarize_only:
+            print("$", " ".join(cmd), flush=True)
+            started = time.time()
+            subprocess.run(cmd, check=True)
+            wall = time.time() - started
+        table = pd.read_csv(Path(args.directory) / target)
+        text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: wall time {wall:.0f} s "
+                f"(jobs already up to date are not rerun)\n\n{format_table(table)}\n")
+        out = Path(args.directory) / "results" / "bench" / f"{dataset}_compare.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(text, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Self-training methods as compositions of steps, and comparisons that run them side by side.
+
+A method is a small set of settings merged onto a base experiment: which labels stage 0 sees,
+which builder makes the pseudo-labels, which trainer the students use, whether Noisy Student's
+growing width and noise apply, and which stage-0 models it starts from. A comparison expands
+into one experiment per method and seed, named <data set>/compare/<method>/seed<s>; the
+self-training methods share the gen0 models of the baseline they start from.
+"""
+from __future__ import annotations
+
+import copy
+
+# start: the baseline whose gen0 models a self-training method starts from
+METHODS: dict[str, dict] = {
+    "fdt": {"generations": 0, "stage0": {"labels": "all"}},
+    "ldt": {"generations": 0},
+    "aldt": {"generations": 0, "train": {"labeled_copies": 9}},
+    "model_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "model_ensemble"}},
+    "input_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "input_ensemble"}},
+    "noisy_student": {"start": "ldt", "pseudo_labels": {"builder": "best_teacher"}, "noisy_student": {"enabled": True}},
+    "consistency": {"start": "ldt", "pseudo_labels": {"builder": "none"}, "students": {"trainer": "consistency"}},
+    "im": {"start": "ldt", "pseudo_labels": {"builder": "im"}},
+    "im_plus": {"start": "ldt", "pseudo_labels": {"builder": "im"}, "noisy_student": {"enabled": True}},
+    "aim_plus": {"start": "aldt", "train": {"labeled_copies": 9}, "pseudo_labels": {"builder": "im"},
+                 "noisy_student": {"enabled": True}},
+}
+BASELINES = ("fdt", "ldt", "aldt")
+LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "model_ensemble": "Model Ensemble",
+          "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
+          "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+"}
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def experiment_name(dataset: str, method: str, seed: int) -> str:
+    return f"{dataset}/compare/{method}/seed{seed}"
+
+
+def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, dict]:
+    """Raw experiment configs (before defaults) for every method x seed of one comparison,
+    plus the baselines the listed self-training methods start from."""
+    methods = list(comparison["methods"])
+    for m in list(methods):
+        start = METHODS[m].get("start")
+        if start and start not in methods:
+            methods.append(start)
+    shared = deep_merge(base, comparison["settings"])
+    experiments = {}
+    for seed in comparison["seeds"]:
+        for method in methods:
+            preset = {k: v for k, v in METHODS[method].items() if k != "start"}
+            exp = deep_merge(shared, preset)
+            exp["seed"] = seed
+            if method not in BASELINES:
+                exp["generations"] = comparison["generations"]
+                exp["start_from"] = experiment_name(dataset, METHODS[method]["start"], seed)
+            else:
+                exp["start_from"] = None
+            experiments[experiment_name(dataset, method, seed)] = exp
+    return experiments
