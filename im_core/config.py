@@ -87,7 +87,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
             if name not in config["experiments"]:
                 errors.append(f"{where}: default_experiments: {name!r} is not an experiment; known: {sorted(config['experiments'])}")
     if errors:
-        raise InputError("invalid configuration:\n  " + "\n  ".join(errors))
+        raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return config
 
 

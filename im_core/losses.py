@@ -53,7 +53,7 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits.softmax(1) if task == "multiclass" else logits.sigmoid()
 
 
-def discretize_probabilities(probs: torch.Tensor | "np.ndarray", task: str, num_classes: int):
+def discretize_probabilities(probs: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
     """Hard labels from (averaged) probabilities, as `discretize` does from logits."""
     if task == "multiclass":
         return probs[:, :num_classes].argmax(1)

@@ -3,7 +3,6 @@ per-generation preview montage, the generation plots, and a renderer for any sto
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw

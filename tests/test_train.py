@@ -1,26 +1,11 @@
-import json
-
-import numpy as np
 import pytest
 import torch
+from conftest import TRAIN_SETTINGS
 
 from im_core import predict, pseudo, selection, train
-from im_core.config import resolve_dataset
-from im_core.data import prepare
 from im_core.io import open_store, write_json
 
-SETTINGS = {"seed": 3, "model": {"alpha": 0.25, "dropout": 0.0}, "batch_size": 4, "lr": 0.003,
-            "weight_decay": 1e-4, "epochs": 1, "steps": 3, "eval_every": 3, "warmup_fraction": 0.0,
-            "augment": {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("d") / "data.zarr"
-    cfg = resolve_dataset("t", {"source": "demo", "n_images": 24, "size": [16, 16], "seed": 0, "ignore_index": 255,
-                                "labeled_fraction": 0.3, "val_fraction": 0.2, "test_fraction": 0.2})
-    prepare(cfg, path)
-    return path
+SETTINGS = TRAIN_SETTINGS
 
 
 @pytest.mark.parametrize("label_mode, extra", [("ignore", 0), ("im_class", 1)])
@@ -45,7 +30,7 @@ def test_students_train_on_im_pseudo_labels(store, tmp_path, label_mode, extra):
     ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
     assert ckpt["model_args"]["out_channels"] == 6 + extra
     assert ckpt["generation"] == 1 and 0.0 <= result["best_val_miou"] <= 1.0
-    labels = predict.run(str(tmp_path / "student.pt"), str(store), str(tmp_path / "ps.zarr"), ["test"])
+    predict.run(str(tmp_path / "student.pt"), str(store), str(tmp_path / "ps.zarr"), ["test"])
     assert open_store(tmp_path / "ps.zarr")["test/labels"][:].max() < 6  # never the IM class
 
 

@@ -1,0 +1,172 @@
+"""The baselines' building blocks: input noise, ALDT copies, FDT labels, the ensemble and
+best-teacher builders, the consistency trainer, and the comparison table."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TRAIN_SETTINGS, make_demo_store
+
+from im_core import compare, evaluate, predict, pseudo, train
+from im_core.augment import augmented_copies, photometric
+from im_core.data import read_split, training_arrays
+from im_core.io import InputError, open_store, write_json
+
+SETTINGS = TRAIN_SETTINGS
+PSEUDO = {"builder": "im", "teachers": 2, "block_input": True, "block_output": True, "label_mode": "ignore",
+          "erode": 0, "dilate": 0, "filter_class_disagreement": False}
+
+
+@pytest.fixture(scope="module")
+def teachers(store, tmp_path_factory):
+    """Two trained gen0 models, their predictions and a selection ranking m1 first."""
+    d = tmp_path_factory.mktemp("teachers")
+    ckpts, preds = [], []
+    for i in range(2):
+        train.run(str(store), str(d / f"m{i}.pt"), dict(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
+        predict.run(str(d / f"m{i}.pt"), str(store), str(d / f"p{i}.zarr"), ["val", "test", "unlabeled"])
+        ckpts.append(str(d / f"m{i}.pt"))
+        preds.append(str(d / f"p{i}.zarr"))
+    write_json(d / "sel.json", {"ranking": ["gen0_m1", "gen0_m0"], "selected": ["gen0_m1", "gen0_m0"]})
+    return {"dir": d, "ckpts": ckpts, "preds": preds, "selection": str(d / "sel.json")}
+
+
+def test_photometric_noise_keeps_blocked_pixels_black_and_values_in_range():
+    g = torch.Generator().manual_seed(0)
+    image = torch.full((3, 8, 8), 128.0)
+    image[:, :2] = 0  # blocked by an inconsistency mask
+    out = photometric(image, {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}, g)
+    assert (out[:, :2] == 0).all() and out.min() >= 0 and out.max() <= 255
+    assert not torch.equal(out[:, 2:], image[:, 2:])
+    again = photometric(image, {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(image[:, 2:], torch.full((3, 6, 8), 128.0))  # the input is not modified
+
+
+def test_augmented_copies_are_deterministic_and_keep_valid_labels(store):
+    labeled = read_split(open_store(store), "labeled")
+    images, labels = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS["augment"], seed=7)
+    assert images.shape == (3 * len(labeled.images), *labeled.images.shape[1:]) and images.dtype == np.uint8
+    assert labels.shape == (3 * len(labeled.masks), *labeled.masks.shape[1:])
+    assert set(np.unique(labels)) <= set(np.unique(labeled.masks)) | {0}
+    again = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS["augment"], seed=7)
+    assert np.array_equal(images, again[0]) and np.array_equal(labels, again[1])
+    assert not np.array_equal(images[: len(labeled.images)], labeled.images)
+
+
+def test_training_set_sizes_for_ldt_aldt_fdt(store):
+    s = open_store(store)
+    n_labeled = len(read_split(s, "labeled").index)
+    n_unlabeled = len(read_split(s, "unlabeled").index)
+    images, _, _, n = train.training_set(s, None, dict(SETTINGS, labels="labeled"))
+    assert len(images) == n == n_labeled
+    images, _, _, n = train.training_set(s, None, dict(SETTINGS, labels="labeled", labeled_copies=2, copies_seed=0))
+    assert len(images) == 3 * n_labeled and n == n_labeled
+    images, labels, _, n = train.training_set(s, None, dict(SETTINGS, labels="all"))
+    assert len(images) == n == n_labeled + n_unlabeled
+    assert np.array_equal(labels[n_labeled:], read_split(s, "unlabeled").masks)
+
+
+def test_fdt_refuses_a_data_set_without_unlabeled_masks(tmp_path):
+    import zarr
+    path = tmp_path / "data.zarr"
+    make_demo_store(path, n_images=20)
+    group = zarr.open_group(str(path), mode="r+")
+    group["has_mask"][:] = False
+    with pytest.raises(InputError, match="unlabeled images have no mask"):
+        training_arrays(open_store(path), "all")
+
+
+@pytest.mark.parametrize("builder", ["model_ensemble", "input_ensemble", "best_teacher"])
+def test_baseline_builders_label_every_pixel_without_a_mask(store, teachers, tmp_path, builder):
+    out = tmp_path / "pseudo.zarr"
+    result = pseudo.run(str(store), teachers["selection"], teachers["preds"], str(out), dict(PSEUDO, builder=builder,
+                        label_mode="im_class"), 1, checkpoints=teachers["ckpts"])
+    p = open_store(out)
+    assert p.attrs["builder"] == builder and p.attrs["label_mode"] == "ignore" and p.attrs["im_class_index"] is None
+    assert not p["im"][:].any() and (p["labels"][:] != 255).all()
+    unlabeled = read_split(open_store(store), "unlabeled", with_masks=False)
+    assert np.array_equal(p["images"][:], unlabeled.images)  # nothing blocked
+    assert result["teachers"] == (["gen0_m1", "gen0_m0"] if builder == "model_ensemble" else ["gen0_m1"])
+    stats = evaluate.pseudo_label_statistics(str(out), str(store))
+    assert np.isnan(stats["im_fraction"]) and stats["pseudo_coverage"] == 1.0
+
+
+def test_best_teacher_and_ensembles_match_their_definitions(store, teachers):
+    images = read_split(open_store(store), "unlabeled", with_masks=False).images
+    m1, _ = predict.load_checkpoint(teachers["ckpts"][1], torch.device("cpu"))
+    m0, _ = predict.load_checkpoint(teachers["ckpts"][0], torch.device("cpu"))
+    best = open_store(teachers["preds"][1])["unlabeled/labels"][:]
+    assert np.array_equal(pseudo.ensemble_predictions([teachers["ckpts"][1]], images, "multiclass", 6, flips=False)[0], best)
+    p0 = predict.predict_probabilities(m0, images, "multiclass")
+    p1 = predict.predict_probabilities(m1, images, "multiclass")
+    assert np.allclose(p1.sum(1), 1, atol=1e-5)
+    averaged = ((p0 + p1) / 2).argmax(1)
+    assert np.array_equal(pseudo.ensemble_predictions(teachers["ckpts"][::-1], images, "multiclass", 6, flips=False)[0], averaged)
+    # flip ensemble: the mean of the 4 flipped-back probabilities
+    flipped = predict.predict_probabilities(m1, images, "multiclass", flips=True)
+    manual = (p1 + predict.predict_probabilities(m1, images[:, :, ::-1], "multiclass")[..., ::-1]
+              + predict.predict_probabilities(m1, images[:, ::-1], "multiclass")[:, :, ::-1]
+              + predict.predict_probabilities(m1, images[:, ::-1, ::-1], "multiclass")[:, :, ::-1, ::-1]) / 4
+    assert np.allclose(flipped, manual, atol=1e-5)
+
+
+def test_ensemble_builder_needs_checkpoints(store, teachers, tmp_path):
+    with pytest.raises(InputError, match="runs the teachers: pass their --checkpoints"):
+        pseudo.run(str(store), teachers["selection"], teachers["preds"], str(tmp_path / "p.zarr"),
+                   dict(PSEUDO, builder="model_ensemble"), 1)
+
+
+def test_consistency_trainer_fine_tunes_the_best_teacher(store, teachers, tmp_path):
+    settings = dict(SETTINGS, trainer="consistency", consistency_weight=1.0, lr=1e-9, steps=2, eval_every=2)
+    train.run(str(store), str(tmp_path / "c.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
+              init_selection=teachers["selection"], init_checkpoints=teachers["ckpts"])
+    tuned = torch.load(tmp_path / "c.pt", weights_only=False)
+    teacher = torch.load(teachers["ckpts"][1], weights_only=False)  # gen0_m1 ranks first
+    conv = next(k for k in teacher["state_dict"] if k.endswith("weight") and teacher["state_dict"][k].ndim == 4)
+    assert torch.allclose(tuned["state_dict"][conv], teacher["state_dict"][conv], atol=1e-5)
+    assert tuned["model_args"] == teacher["model_args"]
+    with pytest.raises(InputError, match="fine-tunes the previous generation's best model"):
+        train.run(str(store), str(tmp_path / "d.pt"), settings, progress=False)
+
+
+def _metrics_csv(path, generation, best_test, im_fraction=float("nan")):
+    pd.DataFrame([
+        {"generation": generation, "model_id": f"gen{generation}_m0", "rank": 2, "val_miou": 0.1, "val_miou_per_image": 0.1,
+         "test_miou": 0.0, "test_miou_per_image": 0.0, "im_fraction": im_fraction, "pseudo_accuracy": 0.9,
+         "pseudo_coverage": 0.8},
+        {"generation": generation, "model_id": f"gen{generation}_m1", "rank": 1, "val_miou": 0.5, "val_miou_per_image": 0.4,
+         "test_miou": best_test, "test_miou_per_image": best_test - 0.1, "im_fraction": im_fraction,
+         "pseudo_accuracy": 0.9, "pseudo_coverage": 0.8},
+    ]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_comparison_table_averages_best_on_val_models_over_seeds(tmp_path):
+    runs = []
+    for seed, offset in ((0, 0.0), (1, 0.2)):
+        ldt = _metrics_csv(tmp_path / f"ldt{seed}.csv", 0, 0.4 + offset)
+        runs.append(("ldt", seed, [ldt]))
+        runs.append(("im", seed, [ldt, _metrics_csv(tmp_path / f"im{seed}.csv", 1, 0.5 + offset, 0.2 + offset)]))
+    table = compare.comparison_table(runs)
+    assert list(zip(table["method"], table["generation"])) == [("ldt", 0), ("im", 0), ("im", 1)]
+    im1 = table.iloc[2]
+    assert im1["label"] == "IM" and im1["seeds"] == 2 and im1["models"] == 2
+    assert im1["test_miou"] == pytest.approx(0.6) and im1["test_miou_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert im1["test_miou_per_image"] == pytest.approx(0.5) and im1["val_miou"] == pytest.approx(0.5)
+    assert im1["test_miou_models_mean"] == pytest.approx(0.3) and im1["im_fraction"] == pytest.approx(0.3)
+    assert np.isnan(table.iloc[0]["im_fraction"])
+    text = compare.format_table(table)
+    assert "| IM | 1 | 2 | 0.600 ± 0.141 |" in text
+    single = compare.comparison_table([r for r in runs if r[1] == 0])
+    assert single["test_miou_std"].isna().all() and "| IM | 1 | 1 | 0.500 |" in compare.format_table(single)
+    compare.write_comparison(runs, str(tmp_path / "c.csv"), str(tmp_path / "c.png"), title="t")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(tmp_path / "c.csv")) == 3
+
+
+def test_comparison_inputs_are_checked(tmp_path):
+    with pytest.raises(InputError, match="expected METHOD:SEED=gen0.csv"):
+        compare.parse_run("im=a.csv")
+    assert compare.parse_run("im_plus:2=a.csv,b.csv") == ("im_plus", 2, ["a.csv", "b.csv"])
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="x.csv: not a generation metrics table"):
+        compare.comparison_table([("im", 0, [str(tmp_path / "x.csv")])])
