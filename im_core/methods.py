@@ -25,6 +25,9 @@ METHODS: dict[str, dict] = {
                  "noisy_student": {"enabled": True}},
 }
 BASELINES = ("fdt", "ldt", "aldt")
+# gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
+# the students' budget, as an epoch budget gives them in the authors' code
+STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
 LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
           "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+"}
@@ -35,6 +38,15 @@ def deep_merge(base: dict, update: dict) -> dict:
     for k, v in update.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
+
+
+def students_train(exp: dict) -> dict:
+    """The train section in force at generation 1 (the experiment's overrides applied)."""
+    train = exp.get("train", {})
+    for o in exp.get("overrides", []):
+        if o["from_generation"] <= 1 and "train" in o:
+            train = deep_merge(train, o["train"])
+    return train
 
 
 def experiment_name(dataset: str, method: str, seed: int) -> str:
@@ -55,6 +67,8 @@ def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, d
         for method in methods:
             preset = {k: v for k, v in METHODS[method].items() if k != "start"}
             exp = deep_merge(shared, preset)
+            if method in STUDENT_BUDGET:
+                exp["train"] = deep_merge(students_train(shared), preset.get("train", {}))
             exp["seed"] = seed
             if method not in BASELINES:
                 exp["generations"] = comparison["generations"]

@@ -41,6 +41,8 @@ def test_method_settings():
     assert train_settings(exps[name("fdt")], 0, 0)["labels"] == "all"
     assert train_settings(exps[name("ldt")], 0, 0)["labels"] == "labeled"
     assert train_settings(exps[name("aldt")], 0, 0)["labeled_copies"] == 9
+    # gen0 on a student-sized set (FDT, ALDT and AIM+ from it) has the students' step budget
+    assert [train_settings(exps[name(m)], 0, 0)["steps"] for m in ("ldt", "fdt", "aldt", "aim_plus")] == [100, 200, 200, 200]
     assert train_settings(exps[name("aim_plus")], 2, 0)["labeled_copies"] == 9
     assert pseudo_settings(exps[name("model_ensemble")], 1)["builder"] == "model_ensemble"
     assert pseudo_settings(exps[name("input_ensemble")], 1)["builder"] == "input_ensemble"
