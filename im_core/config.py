@@ -17,7 +17,7 @@ import yaml
 from .io import InputError
 from . import synthetic
 from .data import SUIM_CLASSES, SUIM_PALETTE
-from .methods import deep_merge, expand_comparison
+from .methods import METHODS, deep_merge, expand_comparison
 from .schedules import noisy_student_settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -157,6 +157,10 @@ def _expand_comparisons(config: dict, validator, where: str) -> list[str]:
         if base["start_from"]:
             errors.append(f"{where}: {key}.base: experiment {comp['base']!r} has start_from set; use one that trains its own gen0")
             continue
+        for name in comp["variants"]:
+            if name in METHODS or name in comp["experiments"]:
+                errors.append(f"{where}: {key}.variants.{name}: a variant needs a name of its own, "
+                              f"not a method's or a listed experiment's")
         for extra in comp["experiments"]:
             if extra not in config["experiments"]:
                 errors.append(f"{where}: {key}.experiments: {extra!r} is not an experiment")

@@ -53,19 +53,30 @@ def experiment_name(dataset: str, method: str, seed: int) -> str:
     return f"{dataset}/compare/{method}/seed{seed}"
 
 
+def comparison_rows(comparison: dict) -> dict[str, str]:
+    """Row name -> the method it runs: the listed methods, then the variants."""
+    rows = {m: m for m in comparison["methods"]}
+    rows.update({name: v["method"] for name, v in comparison.get("variants", {}).items()})
+    return rows
+
+
 def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, dict]:
-    """Raw experiment configs (before defaults) for every method x seed of one comparison,
-    plus the baselines the listed self-training methods start from."""
-    methods = list(comparison["methods"])
-    for m in list(methods):
-        start = METHODS[m].get("start")
-        if start and start not in methods:
-            methods.append(start)
+    """Raw experiment configs (before defaults) for every row (method or variant) x seed of one
+    comparison, plus the baselines the listed self-training methods start from."""
+    presets = {}
+    for row, method in comparison_rows(comparison).items():
+        preset = {k: v for k, v in METHODS[method].items() if k != "start"}
+        if row != method:
+            preset = deep_merge(preset, comparison["variants"][row].get("settings", {}))
+        presets[row] = (method, preset)
+    for row, (method, _) in list(presets.items()):
+        start = METHODS[method].get("start")
+        if start and start not in presets:
+            presets[start] = (start, {k: v for k, v in METHODS[start].items() if k != "start"})
     shared = deep_merge(base, comparison["settings"])
     experiments = {}
     for seed in comparison["seeds"]:
-        for method in methods:
-            preset = {k: v for k, v in METHODS[method].items() if k != "start"}
+        for row, (method, preset) in presets.items():
             exp = deep_merge(shared, preset)
             if method in STUDENT_BUDGET:
                 exp["train"] = deep_merge(students_train(shared), preset.get("train", {}))
@@ -75,5 +86,5 @@ def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, d
                 exp["start_from"] = experiment_name(dataset, METHODS[method]["start"], seed)
             else:
                 exp["start_from"] = None
-            experiments[experiment_name(dataset, method, seed)] = exp
+            experiments[experiment_name(dataset, row, seed)] = exp
     return experiments

@@ -22,7 +22,10 @@ CONFIG = {
     "comparisons": {
         "tiny": {"base": "tiny", "generations": 1, "seeds": [0]},
         "tiny2": {"base": "tiny2", "generations": 1, "seeds": [0, 1], "methods": ["ldt", "im"],
-                  "settings": {"train": {"steps": 4}}, "experiments": ["tiny2_dilated"]},
+                  "settings": {"train": {"steps": 4}}, "experiments": ["tiny2_dilated"],
+                  # ranked by another metric, the variant selects its teachers among the shared gen0 models itself
+                  "variants": {"im_class": {"method": "im", "settings": {"pseudo_labels": {"label_mode": "im_class"},
+                                                                         "selection": {"metric": "miou_per_image"}}}}},
     },
 }
 # an IM variant of the user's own, starting from the comparison's LDT models, as an extra row
@@ -80,7 +83,16 @@ def test_every_method_is_a_row_and_self_training_starts_from_its_baseline(compar
 def test_several_seeds_give_mean_and_std(compared):
     table = pd.read_csv(compared / "results" / "tiny2" / "compare.csv")
     rows = list(zip(table["method"], table["generation"]))
-    assert rows == [("ldt", 0), ("im", 0), ("im", 1), ("tiny2_dilated", 0), ("tiny2_dilated", 1)]
+    assert rows == [("ldt", 0), ("im", 0), ("im", 1), ("im_class", 0), ("im_class", 1),
+                    ("tiny2_dilated", 0), ("tiny2_dilated", 1)]
+    for seed in (0, 1):  # a variant runs for every seed, from the same gen0 models, with its own settings
+        store = zarr.open_group(str(compared / "results" / "tiny2" / "compare" / "im_class" / f"seed{seed}" / "gen1"
+                                    / "pseudo.zarr"), mode="r")
+        assert store.attrs["label_mode"] == "im_class" and store.attrs["im_class_index"] == 6
+        own = json.loads((compared / "results" / "tiny2" / "compare" / "im_class" / f"seed{seed}" / "gen0"
+                          / "selection.json").read_text())
+        assert own["metric"] == "val_miou_per_image" and store.attrs["teachers"] == own["ranking"][:2]
+        assert not (compared / "results" / "tiny2" / "compare" / "im" / f"seed{seed}" / "gen0").exists()
     several = table[table["method"] != "tiny2_dilated"]
     assert several["seeds"].eq(2).all() and several["test_miou_std"].notna().all()
     dilated = table[table["method"] == "tiny2_dilated"].set_index("generation")

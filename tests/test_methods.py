@@ -83,6 +83,36 @@ def test_methods_subset_still_builds_their_start():
     assert set(exps) == {"e", experiment_name("d", "aim_plus", 3), experiment_name("d", "aldt", 3)}
 
 
+def test_variants_are_rows_of_a_method_with_changed_settings_for_every_seed():
+    cfg = copy.deepcopy(BASE)
+    cfg["comparisons"]["d"].update(methods=["im"], variants={
+        "im_class": {"method": "im", "settings": {"pseudo_labels": {"label_mode": "im_class", "dilate": 3}}},
+        "aim_wide": {"method": "aim_plus", "settings": {"noisy_student": {"width": [1.0, 3.0]}}}})
+    exps = expanded(cfg)
+    for seed in (0, 1):
+        variant = exps[experiment_name("d", "im_class", seed)]
+        assert variant["start_from"] == experiment_name("d", "ldt", seed) and variant["generations"] == 2
+        assert pseudo_settings(variant, 1) == dict(pseudo_settings(exps[experiment_name("d", "im", seed)], 1),
+                                                   label_mode="im_class", dilate=3)
+        wide = exps[experiment_name("d", "aim_wide", seed)]
+        assert wide["start_from"] == experiment_name("d", "aldt", seed)  # its method's start is built too
+        assert train_settings(wide, 2, 0)["model"]["alpha"] == 1.5 and train_settings(wide, 2, 0)["labeled_copies"] == 9
+    assert experiment_name("d", "aim_plus", 0) not in exps  # only the start of a variant's method, not the method
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"im": {"method": "im"}}, "variants.im: a variant needs a name of its own"),
+    ({"x y": {"method": "im"}}, "does not match"),
+    ({"v": {"method": "magic"}}, "'magic' is not one of"),
+    ({"v": {"method": "im", "settings": {"students": {"models": 1}}}}, "top_k: 2 is more than the 1 models"),
+])
+def test_bad_variants_are_named(variants, message):
+    cfg = copy.deepcopy(BASE)
+    cfg["comparisons"]["d"]["variants"] = variants
+    with pytest.raises(InputError, match=message):
+        validate_config(cfg)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["comparisons"]["d"].update(base="nope"), "comparisons.d.base: 'nope' is not an experiment"),
     (lambda c: c["comparisons"].update(x=c["comparisons"].pop("d")), "a comparison is named after its data set"),

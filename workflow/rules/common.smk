@@ -80,8 +80,9 @@ def experiment(w):
     return EXPERIMENTS[w.exp]
 
 
-def generation(w):
-    """The generation of a job, checked against the experiment's configured generations."""
+def generation(w, shared_gen0=False):
+    """The generation of a job, checked against the experiment's configured generations
+    (gen0 of an experiment with start_from only for jobs that may read the shared models)."""
     g = int(w.gen)
     last = experiment(w)["generations"]
     if g > last:
@@ -89,7 +90,7 @@ def generation(w):
             f"experiments.{w.exp}.generations is {last}, but gen{g} was requested; "
             f"raise generations in config.yaml to build it"
         )
-    if g == 0 and experiment(w)["start_from"]:
+    if g == 0 and experiment(w)["start_from"] and not shared_gen0:
         raise WorkflowError(f"experiments.{w.exp} starts from {experiment(w)['start_from']}: its gen0 is {gen_dir(w.exp, 0)}")
     return g
 
@@ -98,6 +99,16 @@ def gen_dir(exp, gen):
     """Where a generation's outputs are: gen0 of an experiment with start_from is that one's."""
     start = EXPERIMENTS[exp]["start_from"]
     return f"results/{start}/gen0" if int(gen) == 0 and start else f"results/{exp}/gen{gen}"
+
+
+def selection_file(exp, gen):
+    """The selection after generation `gen`, which names the next generation's teachers. An
+    experiment with start_from shares gen0's models, and their selection too where its selection
+    settings match; otherwise it ranks the shared models by its own rule."""
+    start = EXPERIMENTS[exp]["start_from"]
+    if int(gen) == 0 and start and imc.selection_settings(EXPERIMENTS[exp], 0) == imc.selection_settings(EXPERIMENTS[start], 0):
+        return f"results/{start}/gen0/selection.json"
+    return f"results/{exp}/gen{gen}/selection.json"
 
 
 def builder(w):
@@ -116,6 +127,10 @@ def model_files(exp, gen, name):
 
 def generation_scores(w):
     return model_files(w.exp, generation(w), "scores.json")
+
+
+def selection_scores(w):
+    return model_files(w.exp, generation(w, shared_gen0=True), "scores.json")
 
 
 def as_json(obj):
@@ -143,7 +158,8 @@ def comparison_runs(w):
             f"configured: {sorted(CONFIG['comparisons'])}"
         )
     comp = CONFIG["comparisons"][w.dataset]
-    runs = {f"{m}:{s}": tables_of(imm.experiment_name(w.dataset, m, s)) for s in comp["seeds"] for m in comp["methods"]}
+    rows = imm.comparison_rows(comp)
+    runs = {f"{row}:{s}": tables_of(imm.experiment_name(w.dataset, row, s)) for s in comp["seeds"] for row in rows}
     runs.update({f"{name}:{EXPERIMENTS[name]['seed']}": tables_of(name) for name in comp["experiments"]})
     return runs
 
@@ -169,7 +185,7 @@ def train_inputs(w):
     if generation(w) > 0 and builder(w) != "none":
         inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
     if int(w.gen) > 0 and imc.train_settings(experiment(w), int(w.gen), 0)["trainer"] == "consistency":
-        inputs["init_selection"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/selection.json"
+        inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
         inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
     n = imc.models_in_generation(experiment(w), int(w.gen))
     if int(w.idx) >= n:
@@ -190,7 +206,7 @@ def teacher_inputs(w):
         raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is 'none' in generation {w.gen}; it has no pseudo-labels")
     inputs = {
         "data": data_store(w),
-        "selection": f"{gen_dir(w.exp, prev)}/selection.json",
+        "selection": selection_file(w.exp, prev),
         "predictions": model_files(w.exp, prev, "predictions.zarr"),
     }
     if builder(w) in ("model_ensemble", "input_ensemble"):

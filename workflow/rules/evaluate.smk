@@ -47,7 +47,7 @@ rule score_model:
 
 rule select_teachers:
     input:
-        scores=generation_scores,
+        scores=selection_scores,
     output:
         "results/{exp}/gen{gen}/selection.json",
     log:
