@@ -35,6 +35,19 @@ def total_job_seconds(benchmarks: Path) -> float:
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in benchmarks.rglob("*.tsv"))
 
 
+def by_generation(table: pd.DataFrame, column: str) -> str:
+    """Markdown, one line per method: `column` at each generation (baselines: gen0 only)."""
+    gens = sorted(table["generation"].unique())
+    lines = ["| method | " + " | ".join(f"gen{g}" for g in gens) + " |", "|---|" + "---|" * len(gens)]
+    for label, rows in table.groupby("label", sort=False):
+        cells = {}
+        for _, row in rows.iterrows():
+            std = row[f"{column}_std"]
+            cells[row["generation"]] = f"{row[column]:.3f}" + ("" if pd.isna(std) else f" ± {std:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells.get(g, "") for g in gens) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+")
@@ -66,10 +79,13 @@ def main() -> int:
             wall = time.time() - started
         table = pd.read_csv(Path(args.directory) / target)
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset)
-        timing = "not run (--summarize-only)" if args.summarize_only else f"wall time {wall:.0f} s"
-        text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing} "
-                f"(jobs already up to date are not rerun); all of the comparison's jobs, however many runs "
-                f"made them: {job_seconds:.0f} s of job time\n\n{format_table(table, COLUMNS)}\n")
+        timing = "not run (--summarize-only)" if args.summarize_only else f"wall time {wall:.0f} s (jobs already up to date are not rerun)"
+        text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
+                f"all of the comparison's jobs, however many runs "
+                f"made them: {job_seconds:.0f} s of job time\n\n"
+                f"Test mIoU (data-set level) of the best-on-validation model:\n\n{by_generation(table, 'test_miou')}\n\n"
+                f"Mean test mIoU of the generation's models:\n\n{by_generation(table, 'test_miou_models_mean')}\n\n"
+                f"All columns:\n\n{format_table(table, COLUMNS)}\n")
         out = Path(args.directory) / "results" / "bench" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
