@@ -30,9 +30,12 @@ from im_core.compare import format_table  # noqa: E402
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy")
 
 
-def total_job_seconds(benchmarks: Path) -> float:
-    """Wall seconds of every job under results/benchmarks/<data set>/ (Snakemake's benchmark files)."""
-    return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in benchmarks.rglob("*.tsv"))
+def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
+    """Wall seconds of the jobs of the table's methods and variants, all seeds, from Snakemake's
+    benchmark files under results/benchmarks/<data set>/compare/<method>/ (other experiments and
+    rows no longer configured are not counted)."""
+    files = [f for method in methods for f in (benchmarks / "compare" / method).rglob("*.tsv")]
+    return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
 
 
 def by_generation(table: pd.DataFrame, column: str) -> str:
@@ -78,10 +81,11 @@ def main() -> int:
             subprocess.run(cmd, check=True)
             wall = time.time() - started
         table = pd.read_csv(Path(args.directory) / target)
-        job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset)
+        job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
+                                        list(table["method"].unique()))
         timing = "not run (--summarize-only)" if args.summarize_only else f"wall time {wall:.0f} s (jobs already up to date are not rerun)"
         text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
-                f"all of the comparison's jobs, however many runs "
+                f"the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
                 f"Test mIoU (data-set level) of the best-on-validation model:\n\n{by_generation(table, 'test_miou')}\n\n"
                 f"Mean test mIoU of the generation's models:\n\n{by_generation(table, 'test_miou_models_mean')}\n\n"
