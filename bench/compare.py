@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.compare import format_table  # noqa: E402
+from im_core.compare import format_by_generation, format_table  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy")
@@ -36,19 +36,6 @@ def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
     rows no longer configured are not counted)."""
     files = [f for method in methods for f in (benchmarks / "compare" / method).rglob("*.tsv")]
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
-
-
-def by_generation(table: pd.DataFrame, column: str) -> str:
-    """Markdown, one line per method: `column` at each generation (baselines: gen0 only)."""
-    gens = sorted(table["generation"].unique())
-    lines = ["| method | " + " | ".join(f"gen{g}" for g in gens) + " |", "|---|" + "---|" * len(gens)]
-    for label, rows in table.groupby("label", sort=False):
-        cells = {}
-        for _, row in rows.iterrows():
-            std = row[f"{column}_std"]
-            cells[row["generation"]] = f"{row[column]:.3f}" + ("" if pd.isna(std) else f" ± {std:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells.get(g, "") for g in gens) + " |")
-    return "\n".join(lines)
 
 
 def main() -> int:
@@ -83,12 +70,13 @@ def main() -> int:
         table = pd.read_csv(Path(args.directory) / target)
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
                                         list(table["method"].unique()))
-        timing = "not run (--summarize-only)" if args.summarize_only else f"wall time {wall:.0f} s (jobs already up to date are not rerun)"
+        timing = ("not run (--summarize-only)" if args.summarize_only
+                  else f"wall time {wall:.0f} s (jobs already up to date are not rerun)")
         text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
                 f"the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
-                f"Test mIoU (data-set level) of the best-on-validation model:\n\n{by_generation(table, 'test_miou')}\n\n"
-                f"Mean test mIoU of the generation's models:\n\n{by_generation(table, 'test_miou_models_mean')}\n\n"
+                f"Test mIoU (data-set level) of the best-on-validation model:\n\n{format_by_generation(table, 'test_miou')}\n\n"
+                f"Mean test mIoU of the generation's models:\n\n{format_by_generation(table, 'test_miou_models_mean')}\n\n"
                 f"All columns:\n\n{format_table(table, COLUMNS)}\n")
         out = Path(args.directory) / "results" / "bench" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)

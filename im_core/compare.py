@@ -67,18 +67,31 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
     return table.sort_values(["_order", "generation"]).drop(columns="_order").reset_index(drop=True)
 
 
+def _cell(row: pd.Series, column: str) -> str:
+    """'mean' or 'mean ± std' (several seeds) of `column` in a table row; empty where there is none."""
+    mean, std = row[column], row[f"{column}_std"]
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+
+
 def format_table(table: pd.DataFrame, columns: tuple[str, ...] = ("test_miou", "test_miou_per_image", "val_miou",
                                                                     "im_fraction")) -> str:
     """Markdown: one line per method and generation, 'mean ± std' where there are several seeds."""
-    def cell(row, col):
-        mean, std = row[col], row[f"{col}_std"]
-        if pd.isna(mean):
-            return ""
-        return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
     lines = ["| method | gen | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for _, row in table.iterrows():
         lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | "
-                     + " | ".join(cell(row, c) for c in columns) + " |")
+                     + " | ".join(_cell(row, c) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def format_by_generation(table: pd.DataFrame, column: str) -> str:
+    """Markdown: one line per method, `column` at each generation (baselines fill gen0 only)."""
+    gens = sorted(table["generation"].unique())
+    lines = ["| method | " + " | ".join(f"gen{g}" for g in gens) + " |", "|---|" + "---|" * len(gens)]
+    for label, rows in table.groupby("label", sort=False):
+        cells = {row["generation"]: _cell(row, column) for _, row in rows.iterrows()}
+        lines.append(f"| {label} | " + " | ".join(cells.get(g, "") for g in gens) + " |")
     return "\n".join(lines)
 
 
