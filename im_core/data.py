@@ -275,6 +275,11 @@ class SplitArrays:
     index: np.ndarray    # positions in the data store
 
 
+def label_shape(task: str, num_classes: int, size: tuple[int, int]) -> tuple[int, ...]:
+    """The shape of one image's labels: H x W, or C x H x W for multi-label."""
+    return (num_classes, *size) if task == "multilabel" else tuple(size)
+
+
 def split_indices(store, split: str) -> np.ndarray:
     return np.flatnonzero(store["split"][:] == store.attrs["split_codes"][split])
 
@@ -302,43 +307,3 @@ def training_arrays(store, labels: str = "labeled") -> SplitArrays:
     return SplitArrays(np.concatenate([labeled.images, unlabeled.images]),
                        np.concatenate([labeled.masks, unlabeled.masks]),
                        np.concatenate([labeled.index, unlabeled.index]))
-
-
-class SegmentationSamples:
-    """Image/label pairs with flip and scale-crop augmentation (torchvision v2, masks nearest),
-    then the photometric noise of `augment` (blur, noise, contrast, brightness) if any.
-
-    A map-style data set for torch.utils.data.DataLoader."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: dict | None = None):
-        from torchvision.transforms import v2
-        from .augment import has_photometric
-        self.images, self.labels = images, labels
-        steps = []
-        if augment:
-            h, w = images.shape[1:3]
-            lo, hi = augment.get("scale", [1.0, 1.0])
-            if lo < 1.0 or hi != 1.0:
-                steps.append(v2.RandomResizedCrop((h, w), scale=(lo, hi), ratio=(0.8, 1.25), antialias=True))
-            if augment.get("hflip", True):
-                steps.append(v2.RandomHorizontalFlip())
-            if augment.get("vflip", False):
-                steps.append(v2.RandomVerticalFlip())
-        self.transform = v2.Compose(steps) if steps else None
-        self.noise = augment if has_photometric(augment) else None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        import torch
-        from torchvision import tv_tensors
-        image = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
-        label = torch.from_numpy(np.ascontiguousarray(self.labels[i]))
-        if self.transform is not None:
-            image, label = self.transform(tv_tensors.Image(image), tv_tensors.Mask(label))
-        image = image.as_subclass(torch.Tensor).float()
-        if self.noise is not None:
-            from .augment import photometric
-            image = photometric(image, self.noise)
-        return image, label.as_subclass(torch.Tensor).long()

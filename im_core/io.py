@@ -42,10 +42,20 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One sample per chunk (1-D arrays: one chunk of up to 65536 values)."""
+    return (1,) + tuple(shape[1:]) if len(shape) > 1 else (max(1, min(shape[0], 65536)),)
+
+
 def write_array(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...]) -> zarr.Array:
     """Write `data` chunked one sample per chunk, with named dimensions for xarray and viewers."""
-    chunks = (1,) + data.shape[1:] if data.ndim > 1 else (max(1, min(len(data), 65536)),)
-    return group.create_array(name, data=data, chunks=chunks, dimension_names=dims)
+    return group.create_array(name, data=data, chunks=_chunks(data.shape), dimension_names=dims)
+
+
+def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, dims: tuple[str, ...]) -> zarr.Array:
+    """An empty array laid out as `write_array` lays one out, to be filled chunk by chunk."""
+    return group.create_array(name, shape=tuple(shape), dtype=dtype, chunks=_chunks(tuple(shape)),
+                              dimension_names=dims, fill_value=0)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> zarr.Group:

@@ -24,17 +24,17 @@ def output_channels(task: str, num_classes: int, extra_im_class: bool = False) -
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, task: str, ignore_index: int = 255) -> torch.Tensor:
-    """Mean loss over the non-ignored pixels. `target` is N x H x W (N x C x H x W for multilabel)."""
+    """Mean loss over the non-ignored pixels (0 where every pixel is ignored). `target` is
+    N x H x W (N x C x H x W for multilabel). No host synchronisation, so a GPU never waits."""
+    valid = target != ignore_index
+    count = valid.sum().clamp(min=1)
     if task == "multiclass":
-        if bool((target != ignore_index).any()):
-            return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
-        return logits.sum() * 0.0
+        return F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="sum") / count
     if task == "binary":
         logits = logits[:, 0]
-    valid = target != ignore_index
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[valid], target[valid].float())
+    per_pixel = F.binary_cross_entropy_with_logits(logits, torch.where(valid, target, 0).to(logits.dtype),
+                                                   reduction="none")
+    return (per_pixel * valid).sum() / count
 
 
 @torch.no_grad()

@@ -1,19 +1,27 @@
-"""Run a trained model over splits of a data store -> a predictions store of hard labels."""
+"""Run a trained model over splits of a data store -> a predictions store of hard labels.
+
+Inference runs without gradients on the job's numerical path (runtime.py), in batches of the
+prediction batch size; a split is read, predicted and written in chunks, so memory stays flat
+in the number of images.
+"""
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from .io import InputError, atomic_output, open_store, read_json, write_array
+from .data import label_shape, split_indices
+from .io import InputError, atomic_output, create_array, open_store, read_json
 from .losses import discretize, probabilities
 from .models import build_model
-from .data import read_split
+from .runtime import NumericPath, choose_path, pick_device
 
+CHUNK_IMAGES = 512   # images read, predicted and written at a time
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+__all__ = ["pick_device", "load_checkpoint", "teacher_checkpoints", "predict_logits", "predict_labels",
+           "predict_probabilities", "run"]
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -34,66 +42,82 @@ def teacher_checkpoints(selection: str, checkpoints: list[str], n: int) -> list[
     return [by_id[m] for m in chosen]
 
 
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device):
-    """Yield logits batch by batch for N x H x W x 3 uint8 images."""
+def _default_path(model: torch.nn.Module) -> NumericPath:
+    return NumericPath(device=str(next(model.parameters()).device), precision="fp32", channels_last=False)
+
+
+def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """N x H x W x C uint8 arrays (as stored) or N x C x H x W tensors -> N x C x H x W."""
+    if isinstance(images, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return images
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int,
+                   path: NumericPath | None = None) -> Iterator[torch.Tensor]:
+    """Yield float32 logits batch by batch (images: N x H x W x C arrays or N x C x H x W tensors)."""
+    path = path or _default_path(model)
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
-        yield model(x.permute(0, 3, 1, 2).float())
+        x = path.input(_as_batch(images[start:start + batch_size])).float()
+        with path.autocast():
+            logits = model(x)
+        yield logits.float()
 
 
-@torch.no_grad()
-def predict_probabilities(model: torch.nn.Module, images: np.ndarray, task: str, batch_size: int = 32,
-                          flips: bool = False) -> np.ndarray:
+def predict_probabilities(model: torch.nn.Module, images: np.ndarray, task: str, batch_size: int = 64,
+                          flips: bool = False, path: NumericPath | None = None) -> np.ndarray:
     """Class probabilities N x C x H x W (float32); with flips, averaged over the identity and the
     horizontal, vertical and both flips (each flipped back): the input ensemble."""
-    device = next(model.parameters()).device
     model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device).permute(0, 3, 1, 2).float()
-        dims_list = [(), (-1,), (-2,), (-2, -1)] if flips else [()]
-        total = 0
-        for dims in dims_list:
-            xi = x.flip(dims) if dims else x
-            p = probabilities(model(xi), task)
-            total = total + (p.flip(dims) if dims else p)
-        out.append((total / len(dims_list)).cpu().numpy())
-    return np.concatenate(out)
+    flip_dims = [(), (-1,), (-2,), (-2, -1)] if flips else [()]
+    total = None
+    for dims in flip_dims:
+        batch = _as_batch(images)
+        batch = batch.flip(dims) if dims else batch
+        probs = torch.cat([probabilities(logits, task) for logits in predict_logits(model, batch, batch_size, path)])
+        probs = probs.flip(dims) if dims else probs
+        total = probs if total is None else total + probs
+    return (total / len(flip_dims)).cpu().numpy()
 
 
-def predict_labels(model: torch.nn.Module, images: np.ndarray, task: str, num_classes: int,
-                   batch_size: int = 32, device: torch.device | None = None) -> np.ndarray:
-    device = device or next(model.parameters()).device
+def predict_labels(model: torch.nn.Module, images: np.ndarray | torch.Tensor, task: str, num_classes: int,
+                   batch_size: int = 64, path: NumericPath | None = None) -> np.ndarray:
     was_training = model.training
     model.eval()
     out = [discretize(logits, task, num_classes).cpu().numpy()
-           for logits in predict_logits(model, images, batch_size, device)]
+           for logits in predict_logits(model, images, batch_size, path)]
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
-def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int = 32, threads: int = 1) -> dict:
+def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int = 64, threads: int = 1) -> dict:
     torch.set_num_threads(max(1, threads))
+    store = open_store(data)
+    task, class_names, size = store.attrs["task"], store.attrs["class_names"], tuple(store.attrs["size"])
     device = pick_device()
     model, ckpt = load_checkpoint(checkpoint, device)
-    store = open_store(data)
-    task, class_names = store.attrs["task"], store.attrs["class_names"]
+    path = choose_path(ckpt.get("settings", {}), size, device)
+    model = path.model(model)
+    shape = label_shape(task, len(class_names), size)
+    dims = ("image", "label", "y", "x") if task == "multilabel" else ("image", "y", "x")
     counts = {}
     with atomic_output(out) as tmp:
         group = open_store(tmp, mode="w")
         for split in splits:
-            arrays = read_split(store, split, with_masks=False)
-            labels = predict_labels(model, arrays.images, task, len(class_names), batch_size, device)
+            index = split_indices(store, split)
             sub = group.require_group(split)
-            dims = ("image", "label", "y", "x") if labels.ndim == 4 else ("image", "y", "x")
-            write_array(sub, "labels", labels, dims)
-            write_array(sub, "index", arrays.index, ("image",))
-            counts[split] = len(labels)
+            labels = create_array(sub, "labels", (len(index), *shape), np.uint8, dims)
+            for start in range(0, len(index), CHUNK_IMAGES):
+                part = index[start:start + CHUNK_IMAGES]
+                images = store["images"].get_orthogonal_selection((part,))
+                labels[start:start + len(part)] = predict_labels(model, images, task, len(class_names), batch_size, path)
+            create_array(sub, "index", index.shape, index.dtype, ("image",))[:] = index
+            counts[split] = len(index)
         group.attrs.update({
             "kind": "im_core.predictions", "checkpoint": str(checkpoint), "task": task,
             "class_names": class_names, "palette": store.attrs["palette"],
             "ignore_index": store.attrs["ignore_index"], "model_id": ckpt.get("model_id"),
-            "generation": ckpt.get("generation"), "splits": splits,
+            "generation": ckpt.get("generation"), "splits": splits, "numeric_path": path.as_dict(),
         })
     return counts

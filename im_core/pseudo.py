@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.morphology import dilation, erosion, footprint_rectangle
 
-from .io import InputError, atomic_output, open_store, read_json, write_array
-from .data import read_split
+from .io import InputError, atomic_output, create_array, open_store, read_json
+from .data import label_shape, split_indices
 
 LABEL_MODES = ("ignore", "im_class")
 
@@ -52,11 +52,12 @@ def morph_mask(im: np.ndarray, erode: int = 0, dilate: int = 0) -> np.ndarray:
 
 
 def majority_vote(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
-    """Most frequent teacher value per pixel (ties go to the lower class / to 0)."""
+    """Most frequent teacher value per pixel (ties go to the lower class / to 0); votes are
+    counted in uint8 (at most 255 teachers)."""
     if task == "multiclass":
-        counts = np.stack([(preds == c).sum(0) for c in range(num_classes)])
+        counts = np.stack([(preds == c).sum(0, dtype=np.uint8) for c in range(num_classes)])
         return counts.argmax(0).astype(np.uint8)
-    return (2 * preds.sum(0, dtype=np.int32) > len(preds)).astype(np.uint8)
+    return (2 * preds.sum(0, dtype=np.uint16) > len(preds)).astype(np.uint8)
 
 
 def class_presence_disagreement(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
@@ -98,19 +99,38 @@ def teacher_count(builder: str, teachers: int) -> int:
     return teachers if builder in ("im", "model_ensemble") else 1
 
 
-def ensemble_predictions(checkpoints: list[str], images: np.ndarray, task: str, num_classes: int,
-                         flips: bool, batch_size: int = 64) -> np.ndarray:
+def ensemble_predictions(models: list, images: np.ndarray, task: str, num_classes: int, flips: bool,
+                         batch_size: int = 64, path=None) -> np.ndarray:
     """Hard labels from the probabilities averaged over models (and over flips), 1 x N x ..."""
     import torch
     from .losses import discretize_probabilities
-    from .predict import load_checkpoint, pick_device, predict_probabilities
-    device = pick_device()
+    from .predict import predict_probabilities
     total = 0
-    for path in checkpoints:
-        model, _ = load_checkpoint(path, device)
-        total = total + predict_probabilities(model, images, task, batch_size, flips=flips)
-    labels = discretize_probabilities(torch.from_numpy(total / len(checkpoints)), task, num_classes)
+    for model in models:
+        total = total + predict_probabilities(model, images, task, batch_size, flips=flips, path=path)
+    labels = discretize_probabilities(torch.from_numpy(total / len(models)), task, num_classes)
     return labels.numpy().astype(np.uint8)[None]
+
+
+CHUNK_IMAGES = 256  # unlabeled images built and written at a time: memory flat in the split's size
+
+
+def _teacher_source(builder: str, chosen: list[str], stores: dict, selection: str, checkpoints: list[str] | None,
+                    size: tuple[int, int]):
+    """A function (store index positions, images) -> the teachers' hard labels for those images."""
+    if builder in ("model_ensemble", "input_ensemble"):
+        from .predict import load_checkpoint, teacher_checkpoints
+        from .runtime import choose_path, pick_device
+        if not checkpoints:
+            raise InputError(f"pseudo_labels.builder {builder!r} runs the teachers: pass their --checkpoints")
+        device = pick_device()
+        loaded = [load_checkpoint(p, device) for p in teacher_checkpoints(selection, checkpoints, len(chosen))]
+        path = choose_path(loaded[0][1].get("settings", {}), size, device)
+        models = [path.model(m) for m, _ in loaded]
+        return lambda rows, images, task, n: ensemble_predictions(models, images, task, n, builder == "input_ensemble",
+                                                                path=path)
+    arrays = [open_store(stores[t])["unlabeled/labels"] for t in chosen]
+    return lambda rows, images, task, n: np.stack([a[rows] for a in arrays])
 
 
 def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int,
@@ -126,41 +146,46 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
         raise InputError(f"{selection}: teachers {missing} have no predictions among {list(stores)}")
     data_store = open_store(data)
     task, class_names = data_store.attrs["task"], data_store.attrs["class_names"]
-    ignore = data_store.attrs["ignore_index"]
-    unlabeled = read_split(data_store, "unlabeled", with_masks=False)
-    if len(unlabeled.index) == 0:
+    ignore, size = data_store.attrs["ignore_index"], tuple(data_store.attrs["size"])
+    index = split_indices(data_store, "unlabeled")
+    if len(index) == 0:
         raise InputError(f"{data}: the data set has no unlabeled images, so there is nothing to pseudo-label")
-    if builder in ("model_ensemble", "input_ensemble"):
-        from .predict import teacher_checkpoints
-        if not checkpoints:
-            raise InputError(f"pseudo_labels.builder {builder!r} runs the teachers: pass their --checkpoints")
-        paths = teacher_checkpoints(selection, checkpoints, len(chosen))
-        preds = ensemble_predictions(paths, unlabeled.images, task, len(class_names), flips=builder == "input_ensemble")
-    else:
-        preds = np.stack([open_store(stores[t])["unlabeled/labels"][:] for t in chosen])
+    teachers = _teacher_source(builder, chosen, stores, selection, checkpoints, size)
     # one prediction has no inconsistency: the IM-only settings do nothing for the other builders
     label_mode = settings["label_mode"] if builder == "im" else "ignore"
-    pl = build_pseudo_labels(
-        preds, unlabeled.images, task, len(class_names), block_input=settings["block_input"],
-        block_output=settings["block_output"], label_mode=label_mode, ignore_index=ignore,
-        erode=settings["erode"], dilate=settings["dilate"],
-        filter_class_disagreement=settings["filter_class_disagreement"],
-    )
     label_dims = ("image", "label", "y", "x") if task == "multilabel" else ("image", "y", "x")
+    n, fractions, kept = len(index), [], 0
     with atomic_output(out) as tmp:
         group = open_store(tmp, mode="w")
-        write_array(group, "images", pl.images, ("image", "y", "x", "channel"))
-        write_array(group, "labels", pl.labels, label_dims)
-        write_array(group, "im", pl.im, ("image", "y", "x"))
-        write_array(group, "im_fraction", pl.im_fraction.astype(np.float32), ("image",))
-        write_array(group, "keep", pl.keep, ("image",))
-        write_array(group, "index", unlabeled.index, ("image",))
+        arrays = {
+            "images": create_array(group, "images", (n, *size, 3), np.uint8, ("image", "y", "x", "channel")),
+            "labels": create_array(group, "labels", (n, *label_shape(task, len(class_names), size)), np.uint8, label_dims),
+            "im": create_array(group, "im", (n, *size), bool, ("image", "y", "x")),
+            "im_fraction": create_array(group, "im_fraction", (n,), np.float32, ("image",)),
+            "keep": create_array(group, "keep", (n,), bool, ("image",)),
+        }
+        for start in range(0, n, CHUNK_IMAGES):
+            rows = slice(start, min(n, start + CHUNK_IMAGES))
+            images = data_store["images"].get_orthogonal_selection((index[rows],))
+            pl = build_pseudo_labels(
+                teachers(rows, images, task, len(class_names)), images, task, len(class_names),
+                block_input=settings["block_input"], block_output=settings["block_output"], label_mode=label_mode,
+                ignore_index=ignore, erode=settings["erode"], dilate=settings["dilate"],
+                filter_class_disagreement=settings["filter_class_disagreement"],
+            )
+            for name, values in (("images", pl.images), ("labels", pl.labels), ("im", pl.im),
+                                 ("im_fraction", pl.im_fraction.astype(np.float32)), ("keep", pl.keep)):
+                arrays[name][rows] = values
+            fractions.append(pl.im_fraction)
+            kept += int(pl.keep.sum())
+        create_array(group, "index", index.shape, index.dtype, ("image",))[:] = index
+        mean_im_fraction = float(np.concatenate(fractions).mean())
         group.attrs.update({
             "kind": "im_core.pseudo_labels", "builder": builder, "generation": generation, "teachers": chosen,
             "task": task, "class_names": class_names, "palette": data_store.attrs["palette"],
             "ignore_index": ignore, "label_mode": label_mode,
             "im_class_index": len(class_names) if label_mode == "im_class" and task == "multiclass" else None,
-            "settings": settings, "mean_im_fraction": float(pl.im_fraction.mean()),
-            "images_kept": int(pl.keep.sum()), "names": [data_store.attrs["names"][i] for i in unlabeled.index],
+            "settings": settings, "mean_im_fraction": mean_im_fraction,
+            "images_kept": kept, "names": [data_store.attrs["names"][i] for i in index],
         })
-    return {"teachers": chosen, "mean_im_fraction": float(pl.im_fraction.mean()), "images_kept": int(pl.keep.sum())}
+    return {"teachers": chosen, "mean_im_fraction": mean_im_fraction, "images_kept": kept}

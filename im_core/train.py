@@ -3,8 +3,10 @@
 Trainers: `supervised` trains from scratch; `consistency` fine-tunes the previous generation's
 best model with cross-entropy on the labeled images plus an MSE between its probabilities on two
 noised views of each unlabeled image. AdamW, cosine learning-rate schedule with linear warm-up,
-flip and scale-crop augmentation (plus photometric noise if configured), validation mIoU after
-every epoch, the best checkpoint kept. Seeds fix weights, data order and augmentation.
+flip and scale-crop augmentation (plus photometric noise if configured) applied to whole
+batches of the training set held as tensors (batches.py), on the numerical path runtime.py
+chooses (recorded in the checkpoint); validation mIoU every `eval_every` steps (default: every
+epoch), the best checkpoint kept. Seeds fix weights, data order and augmentation.
 """
 from __future__ import annotations
 
@@ -13,27 +15,29 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import metrics
-from .augment import COPY_NOISE, augmented_copies, has_photometric, photometric
-from .data import SegmentationSamples, read_split, training_arrays
+from .augment import augmented_copies
+from .batches import Batches, TrainingTensors, UnlabeledViews
+from .data import read_split, training_arrays
 from .io import InputError, atomic_output, open_store
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
-from .predict import load_checkpoint, pick_device, predict_labels, teacher_checkpoints
+from .predict import load_checkpoint, predict_labels, teacher_checkpoints
+from .runtime import NumericPath, choose_path
 
 log = logging.getLogger("im_core.train")
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -44,10 +48,20 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def training_set(store, pseudo_path: str | None, settings: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool, int]:
+@dataclass
+class TrainingSet:
+    images: np.ndarray    # N x H x W x 3 uint8
+    labels: np.ndarray    # N x H x W (N x C x H x W) uint8
+    blocked: np.ndarray   # N x H x W bool: input pixels blacked out inside an IM
+    extra_class: bool     # the labels use an extra IM class
+    n_labeled: int        # images with ground truth
+
+
+def training_set(store, pseudo_path: str | None, settings: dict | None = None) -> TrainingSet:
     """Images with ground truth (labeled split, or all for FDT), their augmented copies (ALDT),
-    plus the pseudo store's (masked) images and labels; also whether the labels use an extra IM
-    class, and how many images carry ground truth."""
+    plus the pseudo store's (masked) images and labels; the blocked-input mask (the IM pixels
+    blacked out in the pseudo store's images); whether the labels use an extra IM class; and
+    how many images carry ground truth."""
     settings = settings or {}
     labeled = training_arrays(store, settings.get("labels", "labeled"))
     images, labels, extra_class = [labeled.images], [labeled.masks], False
@@ -56,112 +70,138 @@ def training_set(store, pseudo_path: str | None, settings: dict | None = None) -
                                   settings["copies_seed"])
         images.append(copies[0])
         labels.append(copies[1])
+    blocked = [np.zeros((sum(map(len, images)),) + labeled.images.shape[1:3], bool)]
     if pseudo_path:
         pseudo = open_store(pseudo_path)
-        keep = pseudo["keep"][:]
-        images.append(pseudo["images"].get_orthogonal_selection((np.flatnonzero(keep),)))
-        labels.append(pseudo["labels"].get_orthogonal_selection((np.flatnonzero(keep),)))
+        keep = (np.flatnonzero(pseudo["keep"][:]),)
+        images.append(pseudo["images"].get_orthogonal_selection(keep))
+        labels.append(pseudo["labels"].get_orthogonal_selection(keep))
+        block_input = pseudo.attrs.get("settings", {}).get("block_input", False) and pseudo.attrs["builder"] == "im"
+        im = pseudo["im"].get_orthogonal_selection(keep)
+        blocked.append(im if block_input else np.zeros_like(im))
         extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
-    return np.concatenate(images), np.concatenate(labels), extra_class, len(labeled.index)
+    return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
+                       len(labeled.index))
 
 
-class UnlabeledViews:
-    """Two noised views of random unlabeled images (same geometry, so pixels correspond)."""
+def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool, path: NumericPath,
+                  init_selection: str | None, init_checkpoints: list[str] | None) -> tuple[torch.nn.Module, dict]:
+    """A fresh U-Net, or (consistency trainer) the previous generation's best model."""
+    if settings.get("trainer", "supervised") != "consistency":
+        model_args = dict(in_channels=3, out_channels=output_channels(task, num_classes, extra_class),
+                          alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
+        return path.model(build_model(**model_args)), model_args
+    if not (init_selection and init_checkpoints):
+        raise InputError("trainer 'consistency' fine-tunes the previous generation's best model: "
+                         "pass --init-selection and --init-checkpoints")
+    init_path = teacher_checkpoints(init_selection, init_checkpoints, 1)[0]
+    model, ckpt = load_checkpoint(init_path, torch.device(path.device))
+    log.info("fine-tuning %s (val mIoU %.4f) with consistency weight %g", init_path, ckpt["best_val_miou"],
+             settings["consistency_weight"])
+    return path.model(model.train()), ckpt["model_args"]
 
-    def __init__(self, images: np.ndarray, batch_size: int, augment: dict, generator: torch.Generator):
-        if len(images) == 0:
-            raise InputError("the consistency trainer needs unlabeled images; the data set has none")
-        self.images, self.batch_size, self.generator = images, batch_size, generator
-        self.noise = augment if has_photometric(augment) else {**augment, **COPY_NOISE}
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        pick = torch.randint(len(self.images), (self.batch_size,), generator=self.generator).numpy()
-        x = torch.from_numpy(self.images[np.sort(pick)]).permute(0, 3, 1, 2).float()
-        flip = torch.rand(len(x), generator=self.generator) < 0.5
-        x[flip] = x[flip].flip(-1)
-        views = [torch.stack([photometric(img, self.noise, self.generator) for img in x]) for _ in range(2)]
-        return views[0], views[1]
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where this torch has it for the device (one kernel for all
+    parameters instead of a dozen small ops each)."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone() for k, v in model.state_dict().items()}
+
+
+def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  path: NumericPath, x: torch.Tensor, y: torch.Tensor, task: str, ignore: int,
+                  views: tuple[torch.Tensor, torch.Tensor] | None = None, consistency_weight: float = 0.0
+                  ) -> torch.Tensor:
+    """One optimizer step on an augmented batch (plus, for the consistency trainer, the MSE
+    between the probabilities on two views of unlabeled images); returns the loss."""
+    with path.autocast():
+        logits = forward(path.input(x))
+    loss = segmentation_loss(logits.float(), y, task, ignore)
+    if views is not None:
+        with path.autocast():
+            p1, p2 = (probabilities(forward(path.input(v)).float(), task) for v in views)
+        loss = loss + consistency_weight * torch.nn.functional.mse_loss(p1, p2)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss
 
 
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
         model_id: str = "", generation: int = 0, progress: bool = True,
         init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
+    # set-up
     torch.set_num_threads(max(1, threads))
-    device = pick_device()
-    gen = seed_everything(settings["seed"])
+    seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    images, labels, extra_class, n_labeled = training_set(store, pseudo, settings)
+    path = choose_path(settings, tuple(store.attrs["size"]))
+    generator = torch.Generator(device=path.device).manual_seed(settings["seed"])
+
+    # data
+    arrays = training_set(store, pseudo, settings)
+    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, path.device)
+    extra_class, n_labeled = arrays.extra_class, arrays.n_labeled
+    del arrays
     val = read_split(store, "val")
-
+    val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
+    model, model_args = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
+                                      init_checkpoints)
     consistency = settings.get("trainer", "supervised") == "consistency"
-    if consistency:
-        if not (init_selection and init_checkpoints):
-            raise InputError("trainer 'consistency' fine-tunes the previous generation's best model: "
-                             "pass --init-selection and --init-checkpoints")
-        init_path = teacher_checkpoints(init_selection, init_checkpoints, 1)[0]
-        teacher, teacher_ckpt = load_checkpoint(init_path, device)
-        model_args = teacher_ckpt["model_args"]
-        model = build_model(**model_args).to(device)
-        model.load_state_dict(teacher_ckpt["state_dict"])
-        del teacher
-        unlabeled = UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
-                                   settings["augment"], gen)
-        log.info("fine-tuning %s (val mIoU %.4f) with consistency weight %g", init_path,
-                 teacher_ckpt["best_val_miou"], settings["consistency_weight"])
-    else:
-        model_args = dict(in_channels=3, out_channels=output_channels(task, len(class_names), extra_class),
-                          alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
-        model = build_model(**model_args).to(device)
-    loader = torch.utils.data.DataLoader(
-        SegmentationSamples(images, labels, settings["augment"]), batch_size=settings["batch_size"],
-        shuffle=True, drop_last=len(images) > settings["batch_size"], generator=gen, num_workers=0,
-    )
-    steps_per_epoch = len(loader)
-    total = settings["steps"] or settings["epochs"] * steps_per_epoch
-    eval_every = settings["eval_every"] or steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
+                                settings["augment"], generator, path.device) if consistency else None)
+    batches = Batches(train_data, settings["batch_size"], settings["augment"], generator)
+    total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
+    eval_every = settings["eval_every"] or batches.steps_per_epoch
+    opt = adamw(model, settings["lr"], settings["weight_decay"])
+    scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
-    log.info("model %s gen %d: %d training images (%d labeled), %d val, %d params, %d steps of batch %d on %s",
-             model_id, generation, len(images), n_labeled, len(val.index),
-             count_parameters(model), total, settings["batch_size"], device)
+    forward = torch.compile(model) if path.compile else model
+    log.info("model %s gen %d: %d training images (%d labeled; %.1f MB as tensors), %d val, %d params, "
+             "%d steps of batch %d on %s", model_id, generation, len(train_data), n_labeled,
+             train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total, settings["batch_size"],
+             path.as_dict())
 
+    def validate() -> float:
+        pred = predict_labels(model, val_images, task, len(class_names), settings.get("predict_batch_size", 64), path)
+        return metrics.score(pred, val.masks, class_names, ignore, task == "multilabel")["miou"]
+
+    # loop
     best = {"val_miou": -1.0, "step": 0, "state_dict": None}
     history = []
-    step, started = 0, time.time()
+    started = time.time()
     bar = tqdm(total=total, desc=f"train {model_id}", disable=not progress, file=sys.stderr, leave=False, mininterval=2.0)
     model.train()
-    while step < total:
-        for x, y in loader:
-            if step >= total:
-                break
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, settings["lr"], warmup)
-            loss = segmentation_loss(model(x.to(device)), y.to(device), task, ignore)
-            if consistency:
-                view1, view2 = unlabeled.sample()
-                p1 = probabilities(model(view1.to(device)), task)
-                p2 = probabilities(model(view2.to(device)), task)
-                loss = loss + settings["consistency_weight"] * torch.nn.functional.mse_loss(p1, p2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % eval_every == 0 or step == total:
-                pred = predict_labels(model, val.images, task, len(class_names), device=device)
-                val_miou = metrics.score(pred, val.masks, class_names, ignore, task == "multilabel")["miou"]
-                history.append({"step": step, "loss": float(loss.detach()), "val_miou": val_miou})
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_miou=f"{val_miou:.3f}")
-                log.info("step %d/%d loss %.4f val mIoU %.4f", step, total, float(loss.detach()), val_miou)
-                if val_miou > best["val_miou"]:
-                    best = {"val_miou": val_miou, "step": step,
-                            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    stream = iter(batches)
+    for step in range(1, total + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step - 1, total, settings["lr"], warmup)
+        views = unlabeled.sample() if consistency else None
+        loss = training_step(forward, opt, scaler, path, *next(stream), task, ignore, views,
+                             settings.get("consistency_weight", 0.0))
+        bar.update(1)
+        # evaluation
+        if step % eval_every == 0 or step == total:
+            val_miou, loss_value = validate(), float(loss.detach())
+            history.append({"step": step, "loss": loss_value, "val_miou": val_miou})
+            bar.set_postfix(loss=f"{loss_value:.3f}", val_miou=f"{val_miou:.3f}")
+            log.info("step %d/%d loss %.4f val mIoU %.4f", step, total, loss_value, val_miou)
+            if val_miou > best["val_miou"]:
+                best = {"val_miou": val_miou, "step": step, "state_dict": _cpu_state(model)}
     bar.close()
+
+    # checkpoint
     ckpt = {"state_dict": best["state_dict"], "model_args": model_args, "task": task, "class_names": class_names,
             "model_id": model_id, "generation": generation, "best_val_miou": best["val_miou"],
             "best_step": best["step"], "history": history, "settings": settings,
-            "train_seconds": time.time() - started}
+            "numeric_path": path.as_dict(), "train_seconds": time.time() - started}
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
     log.info("best val mIoU %.4f at step %d; %.1f s", best["val_miou"], best["step"], ckpt["train_seconds"])

@@ -8,6 +8,7 @@ from conftest import TRAIN_SETTINGS, make_demo_store
 
 from im_core import compare, evaluate, predict, pseudo, train
 from im_core.augment import augmented_copies, photometric
+from im_core.runtime import choose_path
 from im_core.data import read_split, training_arrays
 from im_core.io import InputError, open_store, write_json
 
@@ -31,15 +32,18 @@ def teachers(store, tmp_path_factory):
 
 
 def test_photometric_noise_keeps_blocked_pixels_black_and_values_in_range():
-    g = torch.Generator().manual_seed(0)
-    image = torch.full((3, 8, 8), 128.0)
-    image[:, :2] = 0  # blocked by an inconsistency mask
-    out = photometric(image, {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}, g)
-    assert (out[:, :2] == 0).all() and out.min() >= 0 and out.max() <= 255
-    assert not torch.equal(out[:, 2:], image[:, 2:])
-    again = photometric(image, {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)
-    assert torch.equal(image[:, 2:], torch.full((3, 6, 8), 128.0))  # the input is not modified
+    noise = {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}
+    images = torch.full((2, 3, 8, 8), 128.0)
+    images[:, :, :2] = 0  # blocked by an inconsistency mask (found as all-black pixels)
+    out = photometric(images, noise, torch.Generator().manual_seed(0))
+    assert (out[:, :, :2] == 0).all() and out.min() >= 0 and out.max() <= 255
+    assert not torch.equal(out[:, :, 2:], images[:, :, 2:])
+    assert torch.equal(out, photometric(images, noise, torch.Generator().manual_seed(0)))
+    assert torch.equal(images[:, :, 2:], torch.full((2, 3, 6, 8), 128.0))  # the input is not modified
+    blocked = torch.zeros(2, 8, 8, dtype=torch.bool)
+    blocked[:, 5:] = True  # an explicit mask wins over the black pixels
+    out = photometric(images, noise, torch.Generator().manual_seed(0), blocked)
+    assert (out[:, :, 5:] == 0).all() and (out[:, :, 2:5] > 0).any()
 
 
 def test_augmented_copies_are_deterministic_and_keep_valid_labels(store):
@@ -57,11 +61,14 @@ def test_training_set_sizes_for_ldt_aldt_fdt(store):
     s = open_store(store)
     n_labeled = len(read_split(s, "labeled").index)
     n_unlabeled = len(read_split(s, "unlabeled").index)
-    images, _, _, n = train.training_set(s, None, dict(SETTINGS, labels="labeled"))
+    got = train.training_set(s, None, dict(SETTINGS, labels="labeled"))
+    images, n = got.images, got.n_labeled
     assert len(images) == n == n_labeled
-    images, _, _, n = train.training_set(s, None, dict(SETTINGS, labels="labeled", labeled_copies=2, copies_seed=0))
+    got = train.training_set(s, None, dict(SETTINGS, labels="labeled", labeled_copies=2, copies_seed=0))
+    images, n = got.images, got.n_labeled
     assert len(images) == 3 * n_labeled and n == n_labeled
-    images, labels, _, n = train.training_set(s, None, dict(SETTINGS, labels="all"))
+    got = train.training_set(s, None, dict(SETTINGS, labels="all"))
+    images, labels, n = got.images, got.labels, got.n_labeled
     assert len(images) == n == n_labeled + n_unlabeled
     assert np.array_equal(labels[n_labeled:], read_split(s, "unlabeled").masks)
 
@@ -93,15 +100,16 @@ def test_baseline_builders_label_every_pixel_without_a_mask(store, teachers, tmp
 
 def test_best_teacher_and_ensembles_match_their_definitions(store, teachers):
     images = read_split(open_store(store), "unlabeled", with_masks=False).images
-    m1, _ = predict.load_checkpoint(teachers["ckpts"][1], torch.device("cpu"))
+    m1, ckpt = predict.load_checkpoint(teachers["ckpts"][1], torch.device("cpu"))
     m0, _ = predict.load_checkpoint(teachers["ckpts"][0], torch.device("cpu"))
     best = open_store(teachers["preds"][1])["unlabeled/labels"][:]
-    assert np.array_equal(pseudo.ensemble_predictions([teachers["ckpts"][1]], images, "multiclass", 6, flips=False)[0], best)
+    path = choose_path(ckpt["settings"], images.shape[1:3])  # the path predict.run took
+    assert np.array_equal(pseudo.ensemble_predictions([m1], images, "multiclass", 6, flips=False, path=path)[0], best)
     p0 = predict.predict_probabilities(m0, images, "multiclass")
     p1 = predict.predict_probabilities(m1, images, "multiclass")
     assert np.allclose(p1.sum(1), 1, atol=1e-5)
     averaged = ((p0 + p1) / 2).argmax(1)
-    assert np.array_equal(pseudo.ensemble_predictions(teachers["ckpts"][::-1], images, "multiclass", 6, flips=False)[0], averaged)
+    assert np.array_equal(pseudo.ensemble_predictions([m1, m0], images, "multiclass", 6, flips=False)[0], averaged)
     # flip ensemble: the mean of the 4 flipped-back probabilities
     flipped = predict.predict_probabilities(m1, images, "multiclass", flips=True)
     manual = (p1 + predict.predict_probabilities(m1, images[:, :, ::-1], "multiclass")[..., ::-1]

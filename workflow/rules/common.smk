@@ -57,11 +57,11 @@ wildcard_constraints:
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
     "prepare": ["data", "synthetic", "io"],
-    "train": ["train", "data", "augment", "models", "losses", "metrics", "predict", "io"],
-    "predict": ["predict", "data", "models", "losses", "io"],
+    "train": ["train", "batches", "augment", "runtime", "data", "models", "losses", "metrics", "predict", "io"],
+    "predict": ["predict", "runtime", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
-    "pseudo": ["pseudo", "predict", "models", "losses", "data", "io"],
+    "pseudo": ["pseudo", "predict", "runtime", "models", "losses", "data", "io"],
     "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],

@@ -1,0 +1,212 @@
+"""Training and prediction throughput of the project's step against a plain eager fp32 loop.
+
+    python bench/throughput.py [--sizes 32 128 256] [--alphas 0.5 1] [--batch 16] [--seconds 4]
+
+For every size x width, one process (so the two are timed side by side on the same machine
+state) measures:
+- the project's training step: batches drawn from the uint8 training set in memory, flips and
+  scale-crops on the batch, loss and AdamW step on the numerical path `runtime.choose_path`
+  picks (precision and memory format auto), i.e. what `im-core train` runs per step;
+- a plain reference loop: the same model and batch size in fp32, contiguous, eager, on float
+  tensors prepared once (no data pipeline, no augmentation);
+- prediction images/s of each (the project's `predict_labels` on its path vs a plain fp32
+  no-grad forward);
+- GFLOP/s from the counted FLOPs of one forward + backward, against a matmul peak measured in
+  the same process (fp32, and bf16 where the CPU computes it natively);
+- the process's peak resident memory.
+Rounds alternate between the two loops; the median round counts. Threads: one at 32 px (one
+job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
+writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
+named in the header; the ratio is what compares.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's, as it
+    survives exec)."""
+    for line in open("/proc/self/status", encoding="utf-8"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_peak(dtype, threads: int, n: int = 2048, seconds: float = 1.5) -> float:
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int) -> dict:
+    """One configuration, in this process."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from im_core.batches import Batches, TrainingTensors
+    from im_core.losses import segmentation_loss
+    from im_core.models import build_model
+    from im_core.predict import predict_labels
+    from im_core.runtime import choose_path, cpu_has_native_bf16
+    from im_core.train import adamw, training_step
+
+    torch.set_num_threads(threads)
+    classes, n_images = 6, 4 * batch
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, (n_images, size, size), dtype=np.uint8)
+    augment = {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}
+
+    # the project's step
+    path = choose_path({}, (size, size))
+    torch.manual_seed(0)
+    model = path.model(build_model(3, classes, alpha))
+    opt = adamw(model, 1e-3, 1e-4)
+    scaler = path.grad_scaler()
+    stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
+                          torch.Generator(device=path.device).manual_seed(0)))
+    project_step = lambda: training_step(model, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
+    project_predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
+
+    # the plain eager fp32 loop on tensors
+    torch.manual_seed(0)
+    plain = build_model(3, classes, alpha)
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float().contiguous()
+    y = torch.from_numpy(labels[:batch]).long()
+    all_x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
+
+    def plain_step():
+        loss = torch.nn.functional.cross_entropy(plain(x), y)
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_opt.step()
+
+    @torch.no_grad()
+    def plain_predict():
+        plain.eval()
+        plain(all_x).argmax(1)
+        plain.train()
+
+    flops = FlopCounterMode(display=False)
+    with flops:
+        segmentation_loss(plain(x), y, "multiclass").backward()
+    plain_opt.zero_grad(set_to_none=True)
+    train_flops_per_image = flops.get_total_flops() / batch
+
+    def rate(fn, images_per_call: int) -> float:
+        fn()  # warm-up (first-call allocations, oneDNN primitive creation)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / rounds or calls < 2:
+            fn()
+            calls += 1
+        return calls * images_per_call / (time.perf_counter() - start)
+
+    rates = {k: [] for k in ("train_plain", "train_project", "predict_plain", "predict_project")}
+    for _ in range(rounds):
+        rates["train_plain"].append(rate(plain_step, batch))
+        rates["train_project"].append(rate(project_step, batch))
+        rates["predict_plain"].append(rate(plain_predict, n_images))
+        rates["predict_project"].append(rate(project_predict, n_images))
+    out = {k: statistics.median(v) for k, v in rates.items()}
+    out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(),
+               gflop_per_image=train_flops_per_image / 1e9,
+               peak_fp32=matmul_peak(torch.float32, threads),
+               peak_bf16=matmul_peak(torch.bfloat16, threads) if cpu_has_native_bf16() else None,
+               peak_rss_mb=peak_rss_mb())
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| size | α | threads | project path | train img/s plain | train img/s project | ratio | "
+            "predict img/s plain | predict img/s project | ratio | GFLOP/s plain | GFLOP/s project | "
+            "matmul peak fp32 / bf16 | peak RSS MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        p = r["path"]
+        path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}"
+        peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
+        lines.append(
+            f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {r['train_plain']:.1f} | "
+            f"{r['train_project']:.1f} | **{r['train_project'] / r['train_plain']:.2f}×** | {r['predict_plain']:.1f} | "
+            f"{r['predict_project']:.1f} | {r['predict_project'] / r['predict_plain']:.2f}× | "
+            f"{r['gflop_per_image'] * r['train_plain']:.1f} | {r['gflop_per_image'] * r['train_project']:.1f} | "
+            f"{peak} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 128, 256])
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=6.0, help="time per loop per configuration")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: 1 at 32 px, all cores above")
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "throughput"))
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
+    a = ap.parse_args(argv)
+    if a.one:
+        size, alpha, threads = json.loads(a.one)
+        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds)))
+        return
+
+    import torch
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    native = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    header = (f"CPU: {cpu_name()}, {os.cpu_count()} cores; flags: {', '.join(native) or 'none of avx2/avx512/bf16'}; "
+              f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}); "
+              f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; batch {a.batch}")
+    print(header, flush=True)
+    rows = []
+    for size in a.sizes:
+        for alpha in a.alphas:
+            threads = a.threads or (1 if size <= 32 else os.cpu_count())
+            cmd = [sys.executable, __file__, "--one", json.dumps([size, alpha, threads]), "--batch", str(a.batch),
+                   "--seconds", str(a.seconds), "--rounds", str(a.rounds)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"  {size}² α={alpha}: train {r['train_project'] / r['train_plain']:.2f}× of the plain loop, "
+                  f"predict {r['predict_project'] / r['predict_plain']:.2f}×", flush=True)
+    text = f"{header}\n\n{table(rows)}\n"
+    print("\n" + text)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    import pandas as pd
+    pd.DataFrame([{**{k: v for k, v in r.items() if k != "path"}, **{f"path_{k}": v for k, v in r["path"].items()}}
+                  for r in rows]).to_csv(out.with_suffix(".csv"), index=False)
+    print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.csv')}")
+
+
+if __name__ == "__main__":
+    main()

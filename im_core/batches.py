@@ -1,0 +1,84 @@
+"""Where training batches come from: the training set as uint8 tensors on the job's device.
+
+`TrainingTensors` holds the images (N x C x H x W), labels and the blocked-input mask of the
+pseudo-labeled images; `Batches` draws shuffled epochs of augmented batches from it;
+`UnlabeledViews` draws two noised views of random unlabeled images (consistency trainer). No
+per-sample Python and no worker processes: every batch is a handful of tensor operations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .augment import COPY_NOISE, augment_batch, has_photometric, photometric
+from .io import InputError
+
+
+@dataclass
+class TrainingTensors:
+    images: torch.Tensor   # N x C x H x W uint8
+    labels: torch.Tensor   # N x H x W (N x L x H x W multi-label) uint8
+    blocked: torch.Tensor  # N x H x W bool: input pixels blacked out inside an IM
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray, blocked: np.ndarray | None = None,
+                    device: torch.device | str = "cpu") -> "TrainingTensors":
+        """From N x H x W x C uint8 images (as the stores hold them)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        if blocked is None:
+            blocked = np.zeros((len(images),) + images.shape[1:3], bool)
+        return cls(x.to(device), torch.from_numpy(np.ascontiguousarray(labels)).to(device),
+                   torch.from_numpy(np.ascontiguousarray(blocked)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked))
+
+
+class Batches:
+    """Endless shuffled epochs of augmented batches (float images, uint8 labels)."""
+
+    def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator):
+        self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
+        self.drop_last = len(data) > batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.data.images.device
+        while True:
+            order = torch.randperm(len(self.data), generator=self.generator, device=device)
+            for k in range(self.steps_per_epoch):
+                pick = order[k * self.batch_size:(k + 1) * self.batch_size]
+                x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
+                                        self.augment, self.generator)
+                yield x, y
+
+
+class UnlabeledViews:
+    """Two noised views of random unlabeled images (same flip, so pixels correspond)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int, augment: dict, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
+        if len(images) == 0:
+            raise InputError("the consistency trainer needs unlabeled images; the data set has none")
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+        self.batch_size, self.generator = batch_size, generator
+        self.noise = augment if has_photometric(augment) else {**augment, **COPY_NOISE}
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.images.device
+        pick = torch.randint(len(self.images), (self.batch_size,), generator=self.generator, device=device).sort().values
+        x = self.images[pick].float()
+        flip = torch.rand(len(x), generator=self.generator, device=device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return photometric(x, self.noise, self.generator), photometric(x, self.noise, self.generator)

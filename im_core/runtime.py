@@ -1,0 +1,110 @@
+"""The numerical path a job runs on: device, precision, memory format, compilation.
+
+`choose_path` resolves the `auto` settings from what the machine offers; the result is logged
+and recorded in every checkpoint. Measured (bench/throughput.py) on the project's U-Net:
+- channels-last pays on CUDA and on CPUs with AVX-512 at every size, and on AVX2-only CPUs
+  from about 64 px (below that it was 0.9x there);
+- bf16 autocast pays only where the CPU computes bf16 natively (AMX or AVX-512 BF16: 1.3-1.9x
+  here); where it is emulated (AVX2) it ran 7-15x slower, so `auto` never picks it there;
+- on CUDA, autocast in bf16 (fp16 with a gradient scaler on GPUs without bf16) and cuDNN
+  autotuning;
+- torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import asdict, dataclass
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    flags = cpu_flags() if flags is None else flags
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class NumericPath:
+    device: str
+    precision: str          # fp32, bf16 or fp16 (autocast dtype)
+    channels_last: bool
+    compile: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return _DTYPES.get(self.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=self.dtype)
+
+    def model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch N x C x H x W on the device, in the path's memory format."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(torch.device(self.device).type, enabled=self.precision == "fp16")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_precision(requested: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16(flags) else "fp32"
+
+
+def resolve_channels_last(requested: str | bool, device: torch.device, image_size: tuple[int, int],
+                          flags: frozenset[str] | None = None) -> bool:
+    if requested != "auto":
+        return bool(requested)
+    if device.type == "cuda":
+        return True
+    flags = cpu_flags() if flags is None else flags
+    return "avx512f" in flags or min(image_size) >= 64
+
+
+def choose_path(settings: dict, image_size: tuple[int, int], device: torch.device | None = None,
+                flags: frozenset[str] | None = None) -> NumericPath:
+    """The path for one job from the train settings' `precision`, `channels_last` and `compile`."""
+    device = device or pick_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    precision = resolve_precision(settings.get("precision", "auto"), device, flags)
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 is for CUDA; on a CPU use bf16 (where it is native) or fp32")
+    return NumericPath(device=str(device), precision=precision,
+                       channels_last=resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, flags),
+                       compile=bool(settings.get("compile", False)))

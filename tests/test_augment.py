@@ -1,0 +1,150 @@
+"""Batch augmentation, the in-memory batch source and the numerical-path choice."""
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from im_core.augment import augment_batch, crop_boxes, gaussian_blur, geometric
+from im_core.batches import Batches, TrainingTensors
+from im_core.losses import segmentation_loss
+from im_core.runtime import NumericPath, choose_path, cpu_has_native_bf16, resolve_channels_last, resolve_precision
+
+
+def labelled_batch(n=6, size=16, seed=0):
+    """Images whose red channel encodes the label (10 x class) and a blocked mask on class 2."""
+    rng = np.random.default_rng(seed)
+    labels = torch.from_numpy(rng.integers(0, 4, (n, size, size)).astype(np.uint8))
+    labels[:, :4, :4] = 255  # an ignored corner
+    images = torch.stack([labels * 0 + 50, labels * 0 + 60, labels * 0 + 70], 1).to(torch.uint8)
+    images[:, 0] = torch.where(labels == 255, 200, labels * 10).to(torch.uint8)
+    blocked = labels == 2
+    images[blocked[:, None].expand_as(images)] = 0
+    return images, labels, blocked
+
+
+def test_flips_move_images_labels_and_mask_together_exactly():
+    images, labels, blocked = labelled_batch()
+    x, y, b = geometric(images, labels, blocked, {"hflip": True, "vflip": True, "scale": [1.0, 1.0]},
+                        torch.Generator().manual_seed(1))
+    assert x.dtype == torch.float32 and y.dtype == torch.uint8 and b.dtype == torch.bool
+    assert torch.equal(b, y == 2)
+    assert torch.equal(x[:, 0][~b], torch.where(y == 255, 200, y * 10).float()[~b])
+    flipped = [i for i in range(len(x)) if not torch.equal(y[i], labels[i])]
+    assert flipped, "with p=0.5 per axis some of 6 images must be flipped"
+    for i in range(len(x)):
+        assert any(torch.equal(y[i], labels[i].flip(d)) if d else torch.equal(y[i], labels[i])
+                   for d in [(), (-1,), (-2,), (-2, -1)])
+
+
+def test_scale_crops_keep_labels_nearest_and_the_mask_aligned():
+    images, labels, blocked = labelled_batch(n=8, size=32)
+    x, y, b = augment_batch(images, labels, blocked, {"hflip": True, "scale": [0.3, 0.6]},
+                            torch.Generator().manual_seed(2))
+    assert x.shape == (8, 3, 32, 32) and y.shape == (8, 32, 32)
+    assert set(torch.unique(y).tolist()) <= {0, 1, 2, 3, 255}  # nearest: no blended class values
+    assert torch.equal(b, y == 2)  # labels and mask went through one nearest resampling
+    assert (x[b[:, None].expand_as(x)] == 0).all()  # blocked pixels are black
+    assert not torch.equal(y, labels)  # the crops zoom in
+
+
+def test_same_generator_state_gives_the_same_batch():
+    images, labels, blocked = labelled_batch()
+    settings = {"hflip": True, "scale": [0.5, 1.0], "noise": 10, "blur": 1.5, "contrast": 0.2, "brightness": 5}
+    a = augment_batch(images, labels, blocked, settings, torch.Generator().manual_seed(5))
+    b = augment_batch(images, labels, blocked, settings, torch.Generator().manual_seed(5))
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert a[0].min() >= 0 and a[0].max() <= 255
+
+
+def test_crop_boxes_lie_inside_the_image_with_the_asked_area():
+    boxes = crop_boxes(2000, (0.5, 1.0), torch.Generator().manual_seed(0))
+    w, h, left, top = boxes.unbind(1)
+    assert (w <= 1).all() and (h <= 1).all() and (left >= 0).all() and (top >= 0).all()
+    assert (left + w <= 1 + 1e-6).all() and (top + h <= 1 + 1e-6).all()
+    area = w * h
+    assert area.min() >= 0.5 - 1e-6 and area.max() <= 1.0 + 1e-6
+    ratio = w / h
+    assert ratio.min() >= 0.8 - 1e-5 and ratio.max() <= 1.25 + 1e-5
+
+
+def test_batch_blur_matches_torchvision_per_image_and_skips_small_sigma():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 24, 24, generator=g) * 255
+    sigma = torch.tensor([1.5, 0.05, 1.5])
+    out = gaussian_blur(images, sigma)
+    assert torch.equal(out[1], images[1])
+    k = 2 * int(np.ceil(3 * 1.5)) + 1
+    expected = TF.gaussian_blur(images[0], [k, k], [1.5, 1.5])
+    assert torch.allclose(out[0], expected, atol=1e-3)
+
+
+def test_batches_visit_every_image_once_per_epoch():
+    n, bs = 10, 4
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
+    data = TrainingTensors(images, torch.zeros(n, 16, 16, dtype=torch.uint8), torch.zeros(n, 16, 16, dtype=torch.bool))
+    batches = Batches(data, bs, {"hflip": False, "scale": [1.0, 1.0]}, torch.Generator().manual_seed(0))
+    assert batches.steps_per_epoch == 2  # the last, short batch is dropped
+    stream = iter(batches)
+    seen = torch.cat([next(stream)[0][:, 0, 0, 0] for _ in range(batches.steps_per_epoch)]).long().tolist()
+    assert len(seen) == 8 and len(set(seen)) == 8
+    assert Batches(data, 16, None, torch.Generator()).steps_per_epoch == 1  # fewer images than a batch: one batch
+
+
+def test_training_tensors_from_store_layout():
+    images = np.zeros((5, 16, 24, 3), np.uint8)
+    t = TrainingTensors.from_arrays(images, np.zeros((5, 16, 24), np.uint8))
+    assert t.images.shape == (5, 3, 16, 24) and t.blocked.shape == (5, 16, 24) and not t.blocked.any()
+    assert t.nbytes() == 5 * 16 * 24 * (3 + 1 + 1)
+
+
+def test_loss_is_the_mean_over_valid_pixels_and_zero_when_all_are_ignored():
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    target = torch.randint(0, 4, (2, 8, 8), dtype=torch.uint8)
+    target[0, :3] = 255
+    valid = target != 255
+    expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[valid], target[valid].long())
+    assert torch.allclose(segmentation_loss(logits, target, "multiclass"), expected, atol=1e-6)
+    empty = segmentation_loss(logits, torch.full_like(target, 255), "multiclass")
+    empty.backward()
+    assert float(empty.detach()) == 0.0
+    binary = torch.randint(0, 2, (2, 8, 8), dtype=torch.uint8)
+    binary[1, 0] = 255
+    v = binary != 255
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0][v], binary[v].float())
+    assert torch.allclose(segmentation_loss(logits[:, :1], binary, "binary"), expected, atol=1e-6)
+
+
+AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def test_precision_auto_takes_bf16_only_where_the_cpu_has_it():
+    cpu = torch.device("cpu")
+    assert cpu_has_native_bf16(AMX) and not cpu_has_native_bf16(AVX2)
+    assert resolve_precision("auto", cpu, AMX) == "bf16"
+    assert resolve_precision("auto", cpu, AVX2) == "fp32"
+    assert resolve_precision("fp32", cpu, AMX) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", cpu, AMX)
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        choose_path({"precision": "fp16"}, (32, 32), cpu, AMX)
+
+
+def test_channels_last_auto_follows_the_measurements():
+    cpu = torch.device("cpu")
+    assert resolve_channels_last("auto", cpu, (32, 32), AMX)      # AVX-512: pays at every size
+    assert not resolve_channels_last("auto", cpu, (32, 32), AVX2)  # AVX2: 0.9x at 32 px
+    assert resolve_channels_last("auto", cpu, (128, 128), AVX2)
+    assert not resolve_channels_last(False, cpu, (128, 128), AMX)
+
+
+def test_a_path_runs_the_model_in_its_format_and_precision():
+    from im_core.models import build_model
+    path = NumericPath(device="cpu", precision="bf16", channels_last=True)
+    model = path.model(build_model(3, 2, 0.25))
+    x = path.input(torch.rand(2, 3, 16, 16) * 255)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with path.autocast():
+        out = model(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 2, 16, 16)
+    assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False}
