@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from report import markdown_table, publish
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TRAIN = {"steps": 4, "eval_every": 2, "predict_batch_size": 256}
 OVERLAY = {
@@ -71,14 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((name, target, jobs.group(1) if jobs else "?", build_s, times))
         print(f"{name}: {rows[-1][2]} jobs; no-op rerun median {statistics.median(times):.2f} s "
               f"(runs: {', '.join(f'{t:.2f}' for t in times)})", flush=True)
-    lines = ["| target | jobs | no-op rerun, median s | runs (s) |", "|---|---|---|---|"]
-    lines += [f"| {name} (`{target}`) | {jobs} | {statistics.median(t):.2f} | {', '.join(f'{x:.2f}' for x in t)} |"
-              for name, target, jobs, _, t in rows]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text, encoding="utf-8")
-    print(f"written: {a.out} (work folder {workdir})")
+    table = markdown_table(["target", "jobs", "no-op rerun, median s", "runs (s)"],
+                           [[f"{name} (`{target}`)", jobs, f"{statistics.median(t):.2f}", ", ".join(f"{x:.2f}" for x in t)]
+                            for name, target, jobs, _, t in rows])
+    publish(table, a.out)
+    print(f"work folder: {workdir}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from im_core.io import create_array, open_store, write_json  # noqa: E402
+from report import markdown_table, publish  # noqa: E402
 
 CHUNK = 500
 CLASSES = 3
@@ -143,16 +144,11 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(rows[-1]), flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    lines = ["| unlabeled images | size | inputs (GB, uncompressed) | predict: s | predict: peak MB | "
-             "pseudo (IM, 3 teachers): s | pseudo: peak MB |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['images']} | {r['size']}² | {r['inputs_gb_uncompressed']:.1f} | {r['predict_s']:.0f} | "
-                     f"{r['predict_peak_mb']:.0f} | {r['pseudo_s']:.0f} | {r['pseudo_peak_mb']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text, encoding="utf-8")
-    print(f"written: {a.out}")
+    publish(markdown_table(
+        ["unlabeled images", "size", "inputs (GB, uncompressed)", "predict: s", "predict: peak MB",
+         f"pseudo (IM, {a.teachers} teachers): s", "pseudo: peak MB"],
+        [[r["images"], f"{r['size']}²", f"{r['inputs_gb_uncompressed']:.1f}", f"{r['predict_s']:.0f}",
+          f"{r['predict_peak_mb']:.0f}", f"{r['pseudo_s']:.0f}", f"{r['pseudo_peak_mb']:.0f}"] for r in rows]), a.out)
 
 
 if __name__ == "__main__":

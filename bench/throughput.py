@@ -7,6 +7,8 @@ state) measures:
 - the project's training step: batches drawn from the uint8 training set in memory, flips and
   scale-crops on the batch, loss and AdamW step on the numerical path `runtime.choose_path`
   picks (precision and memory format auto), i.e. what `im-core train` runs per step;
+- the same step forced to fp32 and contiguous memory (the path a CPU without native bf16 or
+  AVX-512 takes at 32 px), which separates the data pipeline's gain from the numerical path's;
 - a plain reference loop: the same model and batch size in fp32, contiguous, eager, on float
   tensors prepared once (no data pipeline, no augmentation);
 - prediction images/s of each (the project's `predict_labels` on its path vs a plain fp32
@@ -33,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from report import publish  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -85,16 +89,21 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     labels = rng.integers(0, classes, (n_images, size, size), dtype=np.uint8)
     augment = {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}
 
-    # the project's step
-    path = choose_path({}, (size, size))
-    torch.manual_seed(0)
-    model = path.model(build_model(3, classes, alpha))
-    opt = adamw(model, 1e-3, 1e-4)
-    scaler = path.grad_scaler()
-    stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
-                          torch.Generator(device=path.device).manual_seed(0)))
-    project_step = lambda: training_step(model, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
-    project_predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
+    # the project's step, on the path chosen for this machine and on plain fp32 (what a CPU
+    # without native bf16 and AVX-512 runs at 32 px): the latter isolates the data pipeline's share
+    def project(settings: dict):
+        path = choose_path({**settings, "model": {"alpha": alpha}}, (size, size))
+        torch.manual_seed(0)
+        model = path.model(build_model(3, classes, alpha))
+        opt, scaler = adamw(model, 1e-3, 1e-4), path.grad_scaler()
+        stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
+                              torch.Generator(device=path.device).manual_seed(0)))
+        step = lambda: training_step(model, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
+        predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
+        return path, step, predict
+
+    path, project_step, project_predict = project({})
+    _, fp32_step, _ = project({"precision": "fp32", "channels_last": False})
 
     # the plain eager fp32 loop on tensors
     torch.manual_seed(0)
@@ -130,10 +139,11 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
             calls += 1
         return calls * images_per_call / (time.perf_counter() - start)
 
-    rates = {k: [] for k in ("train_plain", "train_project", "predict_plain", "predict_project")}
+    rates = {k: [] for k in ("train_plain", "train_project", "train_project_fp32", "predict_plain", "predict_project")}
     for _ in range(rounds):
         rates["train_plain"].append(rate(plain_step, batch))
         rates["train_project"].append(rate(project_step, batch))
+        rates["train_project_fp32"].append(rate(fp32_step, batch))
         rates["predict_plain"].append(rate(plain_predict, n_images))
         rates["predict_project"].append(rate(project_predict, n_images))
     out = {k: statistics.median(v) for k, v in rates.items()}
@@ -147,6 +157,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 
 def table(rows: list[dict]) -> str:
     head = ("| size | α | threads | project path | train img/s plain | train img/s project | ratio | "
+            "project on fp32, contiguous: img/s | ratio | "
             "predict img/s plain | predict img/s project | ratio | GFLOP/s plain | GFLOP/s project | "
             "matmul peak fp32 / bf16 | peak RSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -156,7 +167,8 @@ def table(rows: list[dict]) -> str:
         peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
         lines.append(
             f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {r['train_plain']:.1f} | "
-            f"{r['train_project']:.1f} | **{r['train_project'] / r['train_plain']:.2f}×** | {r['predict_plain']:.1f} | "
+            f"{r['train_project']:.1f} | **{r['train_project'] / r['train_plain']:.2f}×** | "
+            f"{r['train_project_fp32']:.1f} | {r['train_project_fp32'] / r['train_plain']:.2f}× | {r['predict_plain']:.1f} | "
             f"{r['predict_project']:.1f} | {r['predict_project'] / r['predict_plain']:.2f}× | "
             f"{r['gflop_per_image'] * r['train_plain']:.1f} | {r['gflop_per_image'] * r['train_project']:.1f} | "
             f"{peak} | {r['peak_rss_mb']:.0f} |")
@@ -197,15 +209,12 @@ def main(argv: list[str] | None = None) -> None:
             r = rows[-1]
             print(f"  {size}² α={alpha}: train {r['train_project'] / r['train_plain']:.2f}× of the plain loop, "
                   f"predict {r['predict_project'] / r['predict_plain']:.2f}×", flush=True)
-    text = f"{header}\n\n{table(rows)}\n"
-    print("\n" + text)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd
     pd.DataFrame([{**{k: v for k, v in r.items() if k != "path"}, **{f"path_{k}": v for k, v in r["path"].items()}}
                   for r in rows]).to_csv(out.with_suffix(".csv"), index=False)
-    print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.csv')}")
+    print(f"written: {out.with_suffix('.csv')}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 `choose_path` resolves the `auto` settings from what the machine offers; the result is logged
 and recorded in every checkpoint. Measured (bench/throughput.py) on the project's U-Net:
-- channels-last pays on CUDA and on CPUs with AVX-512 at every size, and on AVX2-only CPUs
-  from about 64 px (below that it was 0.9x there);
+- channels-last pays on CUDA; in fp32 on CPUs with AVX-512 at every size (1.4-2x) and on
+  AVX2-only CPUs from about 64 px (below that it was 0.9x there); in bf16 except for the
+  half-width U-Net on several threads from 64 px;
 - bf16 autocast pays only where the CPU computes bf16 natively (AMX or AVX-512 BF16: 1.3-1.9x
   here); where it is emulated (AVX2) it ran 7-15x slower, so `auto` never picks it there;
 - on CUDA, autocast in bf16 (fp16 with a gradient scaler on GPUs without bf16) and cuDNN
@@ -69,6 +70,14 @@ class NumericPath:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def data_device(self, nbytes: int) -> str:
+        """Where the training set lives: on the GPU when it takes at most half of its free
+        memory (batches are then cut and augmented there), else in host memory."""
+        if torch.device(self.device).type != "cuda":
+            return self.device
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        return self.device if nbytes <= free // 2 else "cpu"
+
     def grad_scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(torch.device(self.device).type, enabled=self.precision == "fp16")
 
@@ -87,24 +96,32 @@ def resolve_precision(requested: str, device: torch.device, flags: frozenset[str
 
 
 def resolve_channels_last(requested: str | bool, device: torch.device, image_size: tuple[int, int],
+                          precision: str = "fp32", alpha: float = 1.0, threads: int = 1,
                           flags: frozenset[str] | None = None) -> bool:
     if requested != "auto":
         return bool(requested)
     if device.type == "cuda":
         return True
+    if precision == "bf16":
+        # oneDNN's bf16 kernels for the narrow layers of a half-width U-Net ran slower in
+        # channels-last with 2 threads from 64 px (0.7x); with one thread it paid at every size
+        return not (threads > 1 and alpha < 1 and min(image_size) >= 64)
     flags = cpu_flags() if flags is None else flags
     return "avx512f" in flags or min(image_size) >= 64
 
 
 def choose_path(settings: dict, image_size: tuple[int, int], device: torch.device | None = None,
                 flags: frozenset[str] | None = None) -> NumericPath:
-    """The path for one job from the train settings' `precision`, `channels_last` and `compile`."""
+    """The path for one job from the train settings' `precision`, `channels_last`, `compile` and
+    model width, for the threads torch was given (set them first)."""
     device = device or pick_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(settings.get("precision", "auto"), device, flags)
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 is for CUDA; on a CPU use bf16 (where it is native) or fp32")
-    return NumericPath(device=str(device), precision=precision,
-                       channels_last=resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, flags),
+    alpha = settings.get("model", {}).get("alpha", 1.0)
+    channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, alpha,
+                                          torch.get_num_threads(), flags)
+    return NumericPath(device=str(device), precision=precision, channels_last=channels_last,
                        compile=bool(settings.get("compile", False)))

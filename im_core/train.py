@@ -122,7 +122,7 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
     between the probabilities on two views of unlabeled images); returns the loss."""
     with path.autocast():
         logits = forward(path.input(x))
-    loss = segmentation_loss(logits.float(), y, task, ignore)
+    loss = segmentation_loss(logits.float(), y.to(logits.device, non_blocking=True), task, ignore)
     if views is not None:
         with path.autocast():
             p1, p2 = (probabilities(forward(path.input(v)).float(), task) for v in views)
@@ -143,11 +143,12 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
     path = choose_path(settings, tuple(store.attrs["size"]))
-    generator = torch.Generator(device=path.device).manual_seed(settings["seed"])
 
     # data
     arrays = training_set(store, pseudo, settings)
-    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, path.device)
+    data_device = path.data_device(arrays.images.nbytes + arrays.labels.nbytes + arrays.blocked.nbytes)
+    generator = torch.Generator(device=data_device).manual_seed(settings["seed"])
+    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device)
     extra_class, n_labeled = arrays.extra_class, arrays.n_labeled
     del arrays
     val = read_split(store, "val")
@@ -156,7 +157,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                                       init_checkpoints)
     consistency = settings.get("trainer", "supervised") == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
-                                settings["augment"], generator, path.device) if consistency else None)
+                                settings["augment"], generator, data_device) if consistency else None)
     batches = Batches(train_data, settings["batch_size"], settings["augment"], generator)
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
@@ -165,9 +166,9 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     warmup = int(settings["warmup_fraction"] * total)
     forward = torch.compile(model) if path.compile else model
     log.info("model %s gen %d: %d training images (%d labeled; %.1f MB as tensors), %d val, %d params, "
-             "%d steps of batch %d on %s", model_id, generation, len(train_data), n_labeled,
+             "%d steps of batch %d on %s (data on %s)", model_id, generation, len(train_data), n_labeled,
              train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total, settings["batch_size"],
-             path.as_dict())
+             path.as_dict(), data_device)
 
     def validate() -> float:
         pred = predict_labels(model, val_images, task, len(class_names), settings.get("predict_batch_size", 64), path)

@@ -132,10 +132,13 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it():
 
 def test_channels_last_auto_follows_the_measurements():
     cpu = torch.device("cpu")
-    assert resolve_channels_last("auto", cpu, (32, 32), AMX)      # AVX-512: pays at every size
-    assert not resolve_channels_last("auto", cpu, (32, 32), AVX2)  # AVX2: 0.9x at 32 px
-    assert resolve_channels_last("auto", cpu, (128, 128), AVX2)
-    assert not resolve_channels_last(False, cpu, (128, 128), AMX)
+    assert resolve_channels_last("auto", cpu, (32, 32), "fp32", flags=AMX)      # AVX-512: pays at every size
+    assert not resolve_channels_last("auto", cpu, (32, 32), "fp32", flags=AVX2)  # AVX2: 0.9x at 32 px
+    assert resolve_channels_last("auto", cpu, (128, 128), "fp32", flags=AVX2)
+    assert not resolve_channels_last(False, cpu, (128, 128), "fp32", flags=AMX)
+    assert resolve_channels_last("auto", cpu, (128, 128), "bf16", alpha=1.0, threads=2, flags=AMX)
+    assert not resolve_channels_last("auto", cpu, (128, 128), "bf16", alpha=0.5, threads=2, flags=AMX)
+    assert resolve_channels_last("auto", cpu, (128, 128), "bf16", alpha=0.5, threads=1, flags=AMX)
 
 
 def test_a_path_runs_the_model_in_its_format_and_precision():
