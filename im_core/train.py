@@ -165,7 +165,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
     forward = torch.compile(model) if path.compile else model
-    log.info("model %s gen %d: %d training images (%d labeled; %.1f MB as tensors), %d val, %d params, "
+    log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s)", model_id, generation, len(train_data), n_labeled,
              train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total, settings["batch_size"],
              path.as_dict(), data_device)
