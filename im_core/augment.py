@@ -131,10 +131,8 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, blocked: torch.Ten
     augment = augment or {"hflip": False}
     images, labels, blocked = geometric(images, labels, blocked, augment, generator)
     if has_photometric(augment):
-        images = photometric(images, augment, generator, blocked)
-    elif bool(blocked.any()):
-        images = images.masked_fill(blocked[:, None], 0)
-    return images, labels, blocked
+        return photometric(images, augment, generator, blocked), labels, blocked
+    return images.masked_fill_(blocked[:, None], 0), labels, blocked  # no host sync to test for any
 
 
 def copy_augment(augment: dict) -> dict:
