@@ -42,11 +42,17 @@ class TrainingTensors:
 
 
 class Batches:
-    """Endless shuffled epochs of augmented batches (float images, uint8 labels)."""
+    """Endless shuffled epochs of augmented batches (float images, uint8 labels).
+
+    The position in the epoch and the generator are the whole state: `state()` taken between
+    two batches and `load_state()` continue with exactly the batches that would have followed.
+    """
 
     def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator):
         self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
         self.drop_last = len(data) > batch_size
+        self.order: torch.Tensor | None = None
+        self.position = 0
 
     @property
     def steps_per_epoch(self) -> int:
@@ -54,14 +60,27 @@ class Batches:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.data.images.device
-        while True:
-            order = torch.randperm(len(self.data), generator=self.generator, device=device)
-            for k in range(self.steps_per_epoch):
-                pick = order[k * self.batch_size:(k + 1) * self.batch_size]
-                x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
-                                        self.augment, self.generator)
-                yield x, y
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order is None or self.position >= self.steps_per_epoch:
+            self.order = torch.randperm(len(self.data), generator=self.generator, device=self.data.images.device)
+            self.position = 0
+        pick = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
+        self.position += 1
+        x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
+                                self.augment, self.generator)
+        return x, y
+
+    def state(self) -> dict:
+        return {"order": None if self.order is None else self.order.cpu(), "position": self.position,
+                "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        order = state["order"]
+        self.order = None if order is None else order.to(self.data.images.device)
+        self.position = state["position"]
+        self.generator.set_state(state["generator"])
 
 
 class UnlabeledViews:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 
-from .io import InputError
+from .io import InputError, OutputConflict, claim_outputs, release_claims
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -213,17 +214,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _outputs(args: argparse.Namespace) -> list[str]:
+    return [p for p in (getattr(args, "out", None), getattr(args, "plot", None)) if p]
+
+
+def _arguments(args: argparse.Namespace) -> str:
+    """The job's file arguments, for error messages."""
+    keys = ("data", "pseudo", "checkpoint", "predictions", "scores", "selection", "store", "config", "out")
+    found = {k: getattr(args, k) for k in keys if getattr(args, k, None)}
+    return ", ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in found.items())
+
+
+def _stop_on_sigterm(signum, frame):
+    # SIGTERM (scancel, a cluster's time limit, snakemake stopping its jobs) unwinds like Ctrl-C,
+    # so partial outputs are removed on the way out
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
     log = logging.getLogger(f"im_core.{args.command}")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.time()
     try:
+        removed = claim_outputs(_outputs(args))
+        if removed:
+            log.info("removed what an interrupted run left: %s", ", ".join(map(str, removed)))
         result = args.func(args)
     except InputError as e:
         log.error("%s", e)
         print(f"im-core {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OutputConflict as e:
+        log.error("%s", e)
+        print(f"im-core {args.command}: {e}", file=sys.stderr)
+        return 3
+    except (KeyboardInterrupt, SystemExit) as e:
+        log.error("%s interrupted (%s) after %.1f s; partial outputs removed, a rerun continues",
+                  args.command, type(e).__name__ if isinstance(e, KeyboardInterrupt) else f"exit {e.code}",
+                  time.time() - started)
+        raise
+    except Exception as e:
+        filename = getattr(e, "filename", None)
+        log.exception("step %s failed: %s: %s%s (job: %s)", args.command, type(e).__name__, e,
+                      f" [file {filename}]" if filename else "", _arguments(args))
+        print(f"im-core {args.command}: unexpected {type(e).__name__}: {e}"
+              f"{f' [file {filename}]' if filename else ''}; traceback in {args.log or 'the output above'}",
+              file=sys.stderr)
+        if not args.log:
+            raise
+        return 1
+    finally:
+        release_claims()
     log.info("done in %.1f s: %s", time.time() - started, json.dumps(result, default=str))
     return 0
 

@@ -1,10 +1,19 @@
-"""Zarr stores, atomic output directories, JSON files and the error type for bad user input."""
+"""Zarr stores, atomic outputs owned by one job, JSON files and the error type for bad input.
+
+A job claims its outputs when it starts (`claim_outputs`): it removes what interrupted earlier
+runs left (`.<name>.partial-*`), checks that it can write there, and writes its token to
+`.<name>.claim`. `atomic_output` writes to a partial sibling and moves it into place only if
+the block succeeds and the claim is still this job's, so a job orphaned by a killed Snakemake
+cannot replace what a newer run of the same job wrote (the newer run took the claim over).
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,19 +25,85 @@ class InputError(Exception):
     """Bad user input: the message names the file or key and says what to do."""
 
 
+class OutputConflict(Exception):
+    """A newer run of the same job owns the output; this job's result is discarded."""
+
+
+_CLAIMS: dict[Path, str] = {}  # output -> this process's token, for outputs claimed by claim_outputs
+
+
+def _claim_file(final: Path) -> Path:
+    return final.with_name(f".{final.name}.claim")
+
+
+def remove_partials(final: Path) -> list[Path]:
+    """Remove the temporary siblings of `final` that interrupted runs left behind."""
+    stale = sorted(final.parent.glob(f".{final.name}.partial-*"))
+    for path in stale:
+        with contextlib.suppress(OSError):
+            _remove(path)
+    return stale
+
+
+def claim_outputs(paths: list[str | os.PathLike]) -> list[Path]:
+    """Take ownership of a job's outputs (see the module doc). Returns the partial outputs of
+    earlier runs it removed. Raises InputError where an output's folder cannot be written."""
+    token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+    removed = []
+    for path in paths:
+        final = Path(path).absolute()
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            removed += remove_partials(final)
+            claim = _claim_file(final)
+            tmp = claim.with_name(f"{claim.name}-{os.getpid()}")
+            tmp.write_text(token, encoding="utf-8")
+            os.replace(tmp, claim)
+        except OSError as e:
+            raise InputError(f"{final.parent}: cannot write this job's output {final.name} there "
+                             f"({e.strerror or e}); check the folder's permissions and free space") from e
+        _CLAIMS[final] = token
+    return removed
+
+
+def release_claims() -> None:
+    """Remove this process's claim files (a finished or failed job); others' stay."""
+    for final, token in list(_CLAIMS.items()):
+        claim = _claim_file(final)
+        with contextlib.suppress(OSError):
+            if claim.read_text(encoding="utf-8") == token:
+                claim.unlink()
+        del _CLAIMS[final]
+
+
+def _check_claim(final: Path) -> None:
+    token = _CLAIMS.get(final.absolute())
+    if token is None:
+        return
+    try:
+        current = _claim_file(final.absolute()).read_text(encoding="utf-8")
+    except OSError:
+        current = None
+    if current != token:
+        raise OutputConflict(f"{final}: another run of this job has started since this one did (an orphaned job "
+                             "of an interrupted Snakemake?); this job's result is discarded and the newer run's "
+                             "output is left as it is")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; move it to `path` only if the block succeeds.
 
-    A job that fails half-way leaves no store at `path`, so nothing can mistake a partial
-    store for a complete one.
+    A job that fails half-way (an error, Ctrl-C, SIGTERM, a full disk) leaves no store at `path`
+    and removes its partial one; after a SIGKILL the next run's `claim_outputs` removes it.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
+        _check_claim(final)
         _remove(final)
         os.replace(tmp, final)
     finally:

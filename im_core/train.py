@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import metrics
+from . import metrics, resume
 from .augment import augmented_copies
 from .batches import Batches, TrainingTensors, UnlabeledViews
 from .data import read_split, training_arrays
@@ -143,6 +143,10 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
     path = choose_path(settings, tuple(store.attrs["size"]))
+    select_metric = settings.get("select_metric", "miou")
+    inputs = [data] + [p for p in (pseudo, init_selection) if p] + list(init_checkpoints or [])
+    job_fingerprint = resume.fingerprint(settings, inputs, model_id=model_id, generation=generation,
+                                         numeric_path=path.as_dict())
 
     # data
     arrays = training_set(store, pseudo, settings)
@@ -166,44 +170,71 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     warmup = int(settings["warmup_fraction"] * total)
     forward = torch.compile(model) if path.compile else model
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
-             "%d steps of batch %d on %s (data on %s)", model_id, generation, len(train_data), n_labeled,
-             train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total, settings["batch_size"],
-             path.as_dict(), data_device)
+             "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
+             len(train_data), n_labeled, train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total,
+             settings["batch_size"], path.as_dict(), data_device, select_metric)
 
-    def validate() -> float:
+    def validate() -> dict:
         pred = predict_labels(model, val_images, task, len(class_names), settings.get("predict_batch_size", 64), path)
-        return metrics.score(pred, val.masks, class_names, ignore, task == "multilabel")["miou"]
+        return metrics.score(pred, val.masks, class_names, ignore, task == "multilabel")
+
+    # resume, or start (the consistency fine-tune keeps its starting model as a candidate)
+    state_file = resume.resume_path(out)
+    saved = resume.load(state_file, job_fingerprint)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        batches.load_state(saved["batches"])
+        resume.set_random_states(saved["random"])
+        best, history, first_step = saved["best"], saved["history"], saved["step"] + 1
+        resumed_at, elapsed = saved["resumed_at"] + [saved["step"]], saved["train_seconds"]
+        log.info("resuming from step %d of %d (%s)", saved["step"], total, state_file)
+    else:
+        best = {"score": -1.0, "scores": {}, "step": 0, "state_dict": None}
+        history, first_step, resumed_at, elapsed = [], 1, [], 0.0
+        if consistency:
+            scores = validate()
+            best = {"score": scores[select_metric], "scores": scores, "step": 0, "state_dict": _cpu_state(model)}
+            log.info("starting model: val %s %.4f", select_metric, best["score"])
 
     # loop
-    best = {"val_miou": -1.0, "step": 0, "state_dict": None}
-    history = []
-    started = time.time()
-    bar = tqdm(total=total, desc=f"train {model_id}", disable=not progress, file=sys.stderr, leave=False, mininterval=2.0)
+    started = time.time() - elapsed
+    bar = tqdm(total=total, initial=first_step - 1, desc=f"train {model_id}", disable=not progress, file=sys.stderr,
+               leave=False, mininterval=2.0)
     model.train()
-    stream = iter(batches)
-    for step in range(1, total + 1):
+    for step in range(first_step, total + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, total, settings["lr"], warmup)
         views = unlabeled.sample() if consistency else None
-        loss = training_step(forward, opt, scaler, path, *next(stream), task, ignore, views,
+        loss = training_step(forward, opt, scaler, path, *next(batches), task, ignore, views,
                              settings.get("consistency_weight", 0.0))
         bar.update(1)
         # evaluation
         if step % eval_every == 0 or step == total:
-            val_miou, loss_value = validate(), float(loss.detach())
-            history.append({"step": step, "loss": loss_value, "val_miou": val_miou})
-            bar.set_postfix(loss=f"{loss_value:.3f}", val_miou=f"{val_miou:.3f}")
-            log.info("step %d/%d loss %.4f val mIoU %.4f", step, total, loss_value, val_miou)
-            if val_miou > best["val_miou"]:
-                best = {"val_miou": val_miou, "step": step, "state_dict": _cpu_state(model)}
+            scores, loss_value = validate(), float(loss.detach())
+            history.append({"step": step, "loss": loss_value, "val_miou": scores["miou"],
+                            "val_miou_per_image": scores["miou_per_image"]})
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{scores[select_metric]:.3f}")
+            log.info("step %d/%d loss %.4f val mIoU %.4f (per image %.4f)", step, total, loss_value, scores["miou"],
+                     scores["miou_per_image"])
+            if scores[select_metric] > best["score"]:
+                best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
+            resume.save(state_file, {
+                "fingerprint": job_fingerprint, "step": step, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "batches": batches.state(),
+                "random": resume.random_states(), "best": best, "history": history, "resumed_at": resumed_at,
+                "train_seconds": time.time() - started})
     bar.close()
 
     # checkpoint
     ckpt = {"state_dict": best["state_dict"], "model_args": model_args, "task": task, "class_names": class_names,
-            "model_id": model_id, "generation": generation, "best_val_miou": best["val_miou"],
-            "best_step": best["step"], "history": history, "settings": settings,
-            "numeric_path": path.as_dict(), "train_seconds": time.time() - started}
+            "model_id": model_id, "generation": generation, "select_metric": select_metric,
+            "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
+            "history": history, "settings": settings, "numeric_path": path.as_dict(), "resumed_at": resumed_at,
+            "train_seconds": time.time() - started}
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
-    log.info("best val mIoU %.4f at step %d; %.1f s", best["val_miou"], best["step"], ckpt["train_seconds"])
-    return {k: ckpt[k] for k in ("best_val_miou", "best_step", "train_seconds")}
+    state_file.unlink(missing_ok=True)
+    log.info("best val %s %.4f at step %d; %.1f s", select_metric, best["score"], best["step"], ckpt["train_seconds"])
+    return {k: ckpt[k] for k in ("best_val_miou", "best_val_score", "best_step", "resumed_at", "train_seconds")}

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import TRAIN_SETTINGS
 
-from im_core import predict, pseudo, selection, train
+from im_core import predict, pseudo, resume, selection, train
 from im_core.io import open_store, write_json
 
 SETTINGS = TRAIN_SETTINGS
@@ -41,3 +41,79 @@ def test_training_is_reproducible_with_a_seed(store, tmp_path):
     wb = torch.load(tmp_path / "b.pt", weights_only=False)["state_dict"]
     assert a["best_val_miou"] == b["best_val_miou"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after_saves(monkeypatch, saves: int) -> None:
+    """Make the training loop stop (as a kill would) right after its n-th resume save."""
+    original, count = resume.save, {"n": 0}
+
+    def save_then_stop(path, state):
+        original(path, state)
+        count["n"] += 1
+        if count["n"] == saves:
+            raise Interrupted
+
+    monkeypatch.setattr(resume, "save", save_then_stop)
+
+
+@pytest.mark.parametrize("trainer", ["supervised", "consistency"])
+def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeypatch, trainer):
+    settings = dict(SETTINGS, steps=12, eval_every=3, model=dict(SETTINGS["model"], dropout=0.2),
+                    augment=dict(SETTINGS["augment"], noise=5.0, blur=1.0))
+    init = {}
+    if trainer == "consistency":
+        train.run(str(store), str(tmp_path / "start.pt"), SETTINGS, model_id="gen0_m0", progress=False)
+        write_json(tmp_path / "sel.json", {"ranking": ["gen0_m0"], "selected": ["gen0_m0"]})
+        settings.update(trainer="consistency", consistency_weight=1.0)
+        init = {"init_selection": str(tmp_path / "sel.json"), "init_checkpoints": [str(tmp_path / "start.pt")]}
+    whole = train.run(str(store), str(tmp_path / "whole.pt"), settings, progress=False, **init)
+    out = tmp_path / "resumed.pt"
+    with monkeypatch.context() as m:
+        _interrupt_after_saves(m, 2)
+        with pytest.raises(Interrupted):
+            train.run(str(store), str(out), settings, progress=False, **init)
+    assert not out.exists() and resume.resume_path(out).exists()
+    resumed = train.run(str(store), str(out), settings, progress=False, **init)
+    assert resumed["resumed_at"] == [6] and whole["resumed_at"] == []
+    assert not resume.resume_path(out).exists()
+    a, b = (torch.load(p, weights_only=False) for p in (tmp_path / "whole.pt", out))
+    assert a["best_step"] == b["best_step"] and a["history"] == b["history"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_a_resume_state_of_other_settings_is_not_used(store, tmp_path, monkeypatch):
+    out = tmp_path / "m.pt"
+    settings = dict(SETTINGS, steps=6, eval_every=3)
+    with monkeypatch.context() as m:
+        _interrupt_after_saves(m, 1)
+        with pytest.raises(Interrupted):
+            train.run(str(store), str(out), settings, progress=False)
+    result = train.run(str(store), str(out), dict(settings, lr=0.001), progress=False)
+    assert result["resumed_at"] == [] and not resume.resume_path(out).exists()
+
+
+def test_checkpoint_is_chosen_by_the_selection_metric(store, tmp_path):
+    settings = dict(SETTINGS, steps=12, eval_every=2, select_metric="miou_per_image")
+    train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    per_image = [h["val_miou_per_image"] for h in ckpt["history"]]
+    assert ckpt["select_metric"] == "miou_per_image" and ckpt["best_val_score"] == max(per_image)
+    assert ckpt["best_step"] == ckpt["history"][per_image.index(max(per_image))]["step"]
+
+
+def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(store, tmp_path):
+    train.run(str(store), str(tmp_path / "start.pt"), dict(SETTINGS, steps=12), model_id="gen0_m0", progress=False)
+    write_json(tmp_path / "sel.json", {"ranking": ["gen0_m0"], "selected": ["gen0_m0"]})
+    # a learning rate that wrecks the model: the fine-tune must not end worse than it began
+    settings = dict(SETTINGS, steps=4, eval_every=2, lr=5.0, trainer="consistency", consistency_weight=1.0)
+    train.run(str(store), str(tmp_path / "ft.pt"), settings, progress=False,
+              init_selection=str(tmp_path / "sel.json"), init_checkpoints=[str(tmp_path / "start.pt")])
+    start, ft = (torch.load(tmp_path / p, weights_only=False) for p in ("start.pt", "ft.pt"))
+    assert ft["best_val_score"] >= max(h["val_miou"] for h in ft["history"])
+    if ft["best_step"] == 0:
+        assert all(torch.equal(start["state_dict"][k], ft["state_dict"][k]) for k in ft["state_dict"])
+    assert ft["best_val_miou"] >= start["best_val_miou"] - 1e-9

@@ -1,0 +1,98 @@
+"""Resumable training state: what a killed training job needs to go on where it stopped.
+
+At every validation the training loop writes the whole state (weights, optimizer, gradient
+scaler, every random generator, the position in the epoch, the best weights so far and the
+history) next to its output, as `.<output>.resume`. A rerun of the same job continues from it
+and ends with the same weights as an uninterrupted run. The state carries a fingerprint of
+everything the job's result depends on (settings, input stores, the im_core code); a state
+with another fingerprint is never resumed, and it is removed once the job's output exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("im_core.resume")
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f".{out.name}.resume")
+
+
+def input_identity(path: str | os.PathLike) -> list:
+    """What changes when an input is rebuilt: modification time and size of a file, or of a
+    zarr store's root metadata (rewritten whenever the store is)."""
+    p = Path(path)
+    target = p / "zarr.json" if p.is_dir() else p
+    st = target.stat()
+    return [str(p), st.st_mtime_ns, st.st_size]
+
+
+def code_digest() -> str:
+    digest = hashlib.sha256()
+    for module in sorted(_PACKAGE.glob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(settings: dict, inputs: list[str | os.PathLike], **job: Any) -> str:
+    """A digest of the job's settings, its inputs' identities, its other arguments and the code."""
+    text = json.dumps({"settings": settings, "inputs": [input_identity(p) for p in inputs], "job": job,
+                       "code": code_digest()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def random_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save(path: Path, state: dict) -> None:
+    """Write the state so that a kill at any moment leaves the previous state or the new one."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: Path, expected_fingerprint: str) -> dict | None:
+    """The saved state if it belongs to this job (same fingerprint); otherwise None, and a
+    state of other settings or inputs is removed so that it is never resumed later."""
+    for stale in path.parent.glob(f"{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated file from a kill during an older torch.save
+        log.warning("%s: unreadable resume state (%s); starting from step 0", path, e)
+        path.unlink(missing_ok=True)
+        return None
+    if state.get("fingerprint") != expected_fingerprint:
+        log.info("%s: resume state of other settings, inputs or code; removed, starting from step 0", path)
+        path.unlink(missing_ok=True)
+        return None
+    return state
