@@ -76,7 +76,9 @@ def release_claims() -> None:
         del _CLAIMS[final]
 
 
-def _check_claim(final: Path) -> None:
+def check_claim(final: str | os.PathLike) -> None:
+    """Raise OutputConflict where a newer run has taken `final` over (no-op for unclaimed paths)."""
+    final = Path(final)
     token = _CLAIMS.get(final.absolute())
     if token is None:
         return
@@ -103,7 +105,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
-        _check_claim(final)
+        check_claim(final)
         _remove(final)
         os.replace(tmp, final)
     finally:

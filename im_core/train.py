@@ -25,7 +25,7 @@ from . import metrics, resume
 from .augment import augmented_copies
 from .batches import Batches, TrainingTensors, UnlabeledViews
 from .data import read_split, training_arrays
-from .io import InputError, atomic_output, open_store
+from .io import InputError, atomic_output, check_claim, open_store
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
 from .predict import load_checkpoint, predict_labels, teacher_checkpoints
@@ -220,6 +220,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                      scores["miou_per_image"])
             if scores[select_metric] > best["score"]:
                 best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
+            check_claim(out)  # an orphaned job stops here once a newer run has taken the job over
             resume.save(state_file, {
                 "fingerprint": job_fingerprint, "step": step, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "batches": batches.state(),
