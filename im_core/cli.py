@@ -112,10 +112,8 @@ def cmd_record_settings(a):
 
 
 def cmd_check_config(a):
-    import yaml
-    from .config import validate_config
-    with open(a.config, encoding="utf-8") as f:
-        validate_config(yaml.safe_load(f) or {}, where=a.config)
+    from .config import load_config_file, validate_config
+    validate_config(load_config_file(a.config), where=a.config)
     return {"config": a.config, "valid": True}
 
 

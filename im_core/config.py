@@ -1,6 +1,8 @@
 """Validate the workflow config against its JSON schema and resolve per-job settings.
 
-`validate_config` fills in defaults and raises InputError naming every bad key.
+`validate_config` fills in defaults and raises InputError naming every bad key; beyond the
+schema it checks what can be checked without reading the images (`dataset_problems`,
+`_check_experiment`). `load_config_file` reads a YAML file and reports syntax errors as file:line.
 `generation_settings` gives the settings in force for one generation of an experiment
 (overrides applied), which is what the rules hand to each job and what Snakemake compares to
 decide whether a job must rerun.
@@ -16,7 +18,7 @@ import yaml
 
 from .io import InputError
 from . import synthetic
-from .data import SUIM_CLASSES, SUIM_PALETTE
+from .data import SUIM_CLASSES, SUIM_PALETTE, empty_split_message, split_list_missing, split_sizes
 from .methods import METHODS, deep_merge, expand_comparison
 from .schedules import noisy_student_settings
 
@@ -63,9 +65,41 @@ def _messages(validator, instance: Any, where: str, prefix: tuple = ()) -> list[
     return out
 
 
+def load_yaml_file(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error becomes an InputError naming file:line:column."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read this file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = str(e.problem)
+        if e.context:
+            started = f" at line {e.context_mark.line + 1}" if e.context_mark and e.context_mark is not mark else ""
+            what = f"{e.context}{started}: {what}"
+        raise InputError(f"{where}: YAML syntax error: {what}; fix the file at that line") from e
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from e
+
+
+def load_config_file(path: str | Path) -> dict:
+    """The configuration in a YAML file (not yet validated: pass it to `validate_config`)."""
+    config = load_yaml_file(path)
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: the top level must be a mapping with datasets: and experiments:, "
+                         f"got a {type(config).__name__}")
+    return config
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(path)
 
 
 def validate_config(config: dict, schema: dict | None = None, where: str = "config") -> dict:
@@ -75,7 +109,14 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
     errors = _messages(_validator_with_defaults(schema), config, where)
     if not errors:
         for name, ds in config["datasets"].items():
-            config["datasets"][name] = resolve_dataset(name, ds)
+            try:
+                config["datasets"][name] = ds = resolve_dataset(name, ds, where)
+            except InputError as e:
+                errors.append(str(e))
+                continue
+            errors += dataset_problems(ds, where)
+        if errors:
+            raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
         experiment_validator = _validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
         for name, exp in config["experiments"].items():
             errors += _check_experiment(name, exp, config, experiment_validator, where)
@@ -91,7 +132,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
     return config
 
 
-def resolve_dataset(name: str, ds: dict) -> dict:
+def resolve_dataset(name: str, ds: dict, where: str = "config") -> dict:
     """Fill the source-dependent defaults: class names, palette, task, size."""
     ds = dict(ds, name=name)
     if ds["source"] == "demo":
@@ -106,10 +147,84 @@ def resolve_dataset(name: str, ds: dict) -> dict:
     n = len(ds["class_names"])
     ds.setdefault("palette", [list(_DEFAULT_COLOURS[i % len(_DEFAULT_COLOURS)]) for i in range(n)])
     if len(ds["palette"]) != n:
-        raise InputError(f"config: datasets.{name}.palette: {len(ds['palette'])} colours for {n} classes")
+        raise InputError(f"{where}: datasets.{name}.palette: {len(ds['palette'])} colours for {n} classes")
     if ds["task"] == "binary" and n != 2:
-        raise InputError(f"config: datasets.{name}.class_names: a binary task has exactly 2 classes, got {n}")
+        raise InputError(f"{where}: datasets.{name}.class_names: a binary task has exactly 2 classes, got {n}")
     return ds
+
+
+def _multiple_of_16(v: int) -> int:
+    """The next multiple of 16 from v up."""
+    return -(-v // 16) * 16
+
+
+def dataset_problems(ds: dict, where: str = "config") -> list[str]:
+    """What is wrong with a resolved data set entry, as far as it shows without reading images:
+    size, ignore_index, binary_255, crop sides, split lists, and splits the fractions leave empty."""
+    name, key = ds["name"], f"{where}: datasets.{ds['name']}"
+    n = len(ds["class_names"])
+    errors = []
+    if ds.get("size"):
+        h, w = ds["size"]
+        if h % 16 or w % 16:
+            errors.append(f"{key}.size: {h}x{w} is not a multiple of 16 on both sides (the U-Net halves the size "
+                          f"four times); use e.g. [{_multiple_of_16(h)}, {_multiple_of_16(w)}]")
+        if ds["source"] == "demo" and h != w:
+            errors.append(f"{key}.size: the demo source makes square images; got {h}x{w}")
+    ignore = ds.get("ignore_index", 255)
+    if 0 <= ignore < n:
+        errors.append(f"{key}.ignore_index: {ignore} is the index of class {ds['class_names'][ignore]!r} "
+                      f"(classes 0..{n - 1}), so that class's pixels would be ignored; use a value of {n} or more "
+                      "(255 is usual)")
+    if ds.get("binary_255"):
+        if ds["source"] != "folder":
+            errors.append(f"{key}.binary_255: applies to the folder source only (source is {ds['source']!r})")
+        elif n != 2:
+            errors.append(f"{key}.binary_255: maps mask value 255 to class 1 of a 2-class data set; this one has {n} classes")
+    if ds.get("crops_per_image") and ds.get("crop_min_side", 256) > ds.get("crop_max_side", 512):
+        errors.append(f"{key}.crop_min_side: {ds['crop_min_side']} is larger than crop_max_side {ds['crop_max_side']}")
+    lists = ds.get("split_lists") or {}
+    if lists and ds["source"] != "folder":
+        errors.append(f"{key}.split_lists: applies to the folder source only (source is {ds['source']!r}"
+                      + ("; SUIM's test split is its TEST folder)" if ds["source"] == "suim" else ")"))
+    elif lists and Path(ds["path"]).is_dir():  # a missing folder is the data job's error (other targets may run)
+        errors += [f"{where}: {m}" for split in lists if (m := split_list_missing(ds, split))]
+    errors += [f"{where}: {m}" for m in _empty_splits_up_front(ds)]
+    return errors
+
+
+def _empty_splits_up_front(ds: dict) -> list[str]:
+    """Splits that will get no image, as far as the config tells: exactly for the demo source (its
+    image count is known), from the fractions and split lists for the others."""
+    if not all(k in ds for k in ("labeled_fraction", "val_fraction", "test_fraction")):
+        return []
+    name = ds["name"]
+    lists = ds.get("split_lists") or {}
+    has_unlabeled_folder = ds["source"] == "folder" and (Path(ds["path"]) / "unlabeled").is_dir()
+    if ds["source"] == "demo":
+        message = empty_split_message(split_sizes(ds["n_images"], ds), ds)
+        return [message] if message else []
+    if ds["source"] == "folder" and lists:
+        # with split lists every labeled image's split is the list's: a split without a list stays empty
+        missing = [s for s in ("labeled", "val", "test") if s not in lists]
+        if missing:
+            return [f"datasets.{name}.split_lists: no {missing[0]!r} list, so split {missing[0]!r} would be empty "
+                    f"(with split lists, labeled images in no list are not used); add datasets.{name}.split_lists."
+                    f"{missing[0]}"]
+        if "unlabeled" not in lists and not has_unlabeled_folder and Path(ds["path"]).is_dir():
+            return [f"datasets.{name}.split_lists: no 'unlabeled' list and no folder {Path(ds['path']) / 'unlabeled'}, "
+                    f"so split 'unlabeled' would be empty; add datasets.{name}.split_lists.unlabeled or that folder"]
+        return []
+    fixed = {"test"} if ds["source"] == "suim" else set()
+    counts = split_sizes(10**6, ds, fixed)  # any number of images: what the fractions alone leave empty
+    if ds["source"] == "suim":
+        counts["test"] = 1  # SUIM's TEST folder
+    if has_unlabeled_folder:
+        counts["unlabeled"] += 1
+    keys = ("labeled_fraction", "val_fraction") + (("test_fraction",) if ds["source"] != "suim" else ())
+    detail = "whatever the number of images: " + ", ".join(f"{k} {ds[k]}" for k in keys)
+    message = empty_split_message(counts, ds, detail=detail)
+    return [message] if message else []
 
 
 def _check_experiment(name: str, exp: dict, config: dict, validator, where: str) -> list[str]:
@@ -138,6 +253,26 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
             errors.append(f"{where}: {key}: students.trainer 'consistency' goes with pseudo_labels.builder 'none' "
                           f"(it uses no pseudo-labels) and only with it; got trainer {resolved['students']['trainer']!r}, "
                           f"builder {pl['builder']!r} (generation {g})")
+        if 1 <= g <= exp["generations"]:
+            errors += _student_problems(key, resolved, config["datasets"][exp["dataset"]], g, where)
+    return errors
+
+
+def _student_problems(key: str, resolved: dict, ds: dict, g: int, where: str) -> list[str]:
+    """Generation g >= 1 (settings after overrides): no ground truth leak into self-training, and an
+    IM class index that is not the ignore index."""
+    errors = []
+    pl, students = resolved["pseudo_labels"], resolved["students"]
+    if students["labels"] == "all" and pl["builder"] != "none":
+        errors.append(f"{where}: {key}: students.labels 'all' (every training image's ground truth, the FDT upper "
+                      f"bound) with pseudo_labels.builder {pl['builder']!r} from generation {g}: the students would "
+                      "train on the ground truth and on pseudo-labels of the same unlabeled images; set "
+                      "students.labels: labeled, or pseudo_labels.builder: none")
+    n = len(ds["class_names"])
+    if pl["label_mode"] == "im_class" and ds.get("task", "multiclass") == "multiclass" and ds.get("ignore_index") == n:
+        errors.append(f"{where}: {key}.pseudo_labels.label_mode: 'im_class' labels IM pixels {n} (after the {n} "
+                      f"classes), which is datasets.{ds['name']}.ignore_index, so they would be ignored instead; "
+                      "set ignore_index to another value (255 is usual)")
     return errors
 
 
@@ -223,7 +358,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
     if generation >= 1 and s["noisy_student"]["enabled"]:
-        settings = noisy_student_settings(settings, s["noisy_student"], generation, exp["generations"])
+        ramp_end = s["noisy_student"]["ramp_generations"]  # fixed: not the last generation, which may grow
+        settings = noisy_student_settings(settings, s["noisy_student"], generation, ramp_end)
     return settings
 
 

@@ -1,4 +1,8 @@
-"""Settings that change with the generation: Noisy Student's growing width and input noise."""
+"""Settings that change with the generation: Noisy Student's growing width and input noise.
+
+The ramps end at a fixed generation (`noisy_student.ramp_generations`), not at the experiment's
+last one, so raising an experiment's `generations` leaves finished generations' settings alone.
+"""
 from __future__ import annotations
 
 import copy
@@ -6,19 +10,19 @@ import copy
 NOISE_KEYS = ("blur", "noise", "contrast", "brightness")
 
 
-def ramp(pair: list[float], generation: int, last_generation: int) -> float:
-    """Linear from pair[0] at generation 1 to pair[1] at the last generation."""
-    if last_generation <= 1:
+def ramp(pair: list[float], generation: int, ramp_generations: int) -> float:
+    """Linear from pair[0] at generation 1 to pair[1] at generation `ramp_generations`, then pair[1]."""
+    if ramp_generations <= 1:
         return float(pair[1])
-    t = min(1.0, max(0.0, (generation - 1) / (last_generation - 1)))
+    t = min(1.0, max(0.0, (generation - 1) / (ramp_generations - 1)))
     return round(float(pair[0] + t * (pair[1] - pair[0])), 6)
 
 
-def noisy_student_settings(train: dict, noisy: dict, generation: int, last_generation: int) -> dict:
+def noisy_student_settings(train: dict, noisy: dict, generation: int, ramp_generations: int) -> dict:
     """A student's training settings with Noisy Student's width and noise for `generation`:
     model.alpha times the width ramp, and each input noise at least its ramp value."""
     out = copy.deepcopy(train)
-    out["model"]["alpha"] = train["model"]["alpha"] * ramp(noisy["width"], generation, last_generation)
+    out["model"]["alpha"] = train["model"]["alpha"] * ramp(noisy["width"], generation, ramp_generations)
     for key in NOISE_KEYS:
-        out["augment"][key] = max(train["augment"].get(key, 0), ramp(noisy[key], generation, last_generation))
+        out["augment"][key] = max(train["augment"].get(key, 0), ramp(noisy[key], generation, ramp_generations))
     return out

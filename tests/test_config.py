@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from im_core.config import generation_settings, pseudo_settings, selection_settings, train_settings, validate_config
+from im_core.config import (generation_settings, load_config_file, pseudo_settings, selection_settings, train_settings,
+                            validate_config)
 from im_core.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,39 @@ def test_job_settings_do_not_depend_on_later_generations():
         assert pseudo_settings(exp, g) == pseudo_settings(base, g)
         assert selection_settings(exp, g) == selection_settings(base, g)
     assert train_settings(exp, 0, 1)["seed"] != train_settings(exp, 0, 2)["seed"]
+
+
+def test_noisy_student_settings_of_a_generation_do_not_depend_on_generations():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"].update(noisy_student={"enabled": True}, model={"alpha": 0.5}, generations=3)
+    three = validate_config(cfg)["experiments"]["e"]
+    cfg["experiments"]["e"]["generations"] = 5
+    five = validate_config(cfg)["experiments"]["e"]
+    for g in (1, 2, 3):
+        assert train_settings(three, g, 0) == train_settings(five, g, 0)
+    # the ramp ends at ramp_generations (default 3) and stays there
+    assert [train_settings(five, g, 0)["model"]["alpha"] for g in range(6)] == [0.5, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [train_settings(five, g, 0)["augment"]["noise"] for g in (1, 2, 3, 5)] == [5.0, 15.0, 25.0, 25.0]
+    cfg["experiments"]["e"]["noisy_student"]["ramp_generations"] = 5
+    longer = validate_config(cfg)["experiments"]["e"]
+    assert [train_settings(longer, g, 0)["model"]["alpha"] for g in (1, 3, 5)] == [0.5, 0.75, 1.0]
+
+
+def test_comparison_with_more_generations_keeps_the_finished_ones():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"].update(stage0={"models": 2}, students={"models": 2}, selection={"top_k": 2},
+                                   pseudo_labels={"teachers": 2})
+    cfg["comparisons"] = {"d": {"base": "e", "methods": ["im_plus", "noisy_student"], "generations": 3}}
+    before = validate_config(cfg)["experiments"]
+    cfg["comparisons"]["d"]["generations"] = 6
+    after = validate_config(cfg)["experiments"]
+    for method in ("im_plus", "noisy_student"):
+        name = f"d/compare/{method}/seed0"
+        for g in (1, 2, 3):
+            assert train_settings(before[name], g, 1) == train_settings(after[name], g, 1)
+
+
+def test_shipped_config_loads_through_the_file_loader():
+    cfg = validate_config(load_config_file(REPO / "config.yaml"), where=str(REPO / "config.yaml"))
+    assert cfg["experiments"]["suim"]["noisy_student"]["ramp_generations"] == 5  # its 5 generations, as before
+    assert cfg["datasets"]["demo"]["crop_max_side"] == 512 and cfg["datasets"]["demo"]["binary_255"] is False

@@ -190,3 +190,24 @@ def test_demo_source_is_seeded(tmp_path):
     a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
     assert (a["images"][:] == b["images"][:]).all() and (a["split"][:] == b["split"][:]).all()
     assert len(np.unique(a["masks"][:])) >= 5
+
+
+def test_suim_crops_only_the_training_splits(tmp_path):
+    root = tmp_path / "SUIM"
+    for part, count in (("train_val", 10), ("TEST", 2)):
+        (root / part / "images").mkdir(parents=True)
+        (root / part / "masks").mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(root / part / "images" / f"f{i}.jpg")
+            Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(root / part / "masks" / f"f{i}.bmp")
+    cfg = resolve_dataset("suim", {"source": "suim", "path": str(root), "ignore_index": 255, "seed": 42, "size": [32, 32],
+                                   "labeled_fraction": 0.5, "val_fraction": 0.2, "test_fraction": 0.2,
+                                   "crops_per_image": 2, "crop_min_side": 32, "crop_max_side": 40})
+    summary = prepare(cfg, tmp_path / "data.zarr")
+    # 10 train_val images: 2 val (whole), 4 labeled + 4 unlabeled (2 crops each); 2 TEST images whole
+    assert summary["splits"] == {"labeled": 8, "unlabeled": 8, "val": 2, "test": 2}
+    store = open_store(tmp_path / "data.zarr")
+    crops = {SPLITS[c]: [] for c in set(store["split"][:].tolist())}
+    for name, code in zip(store.attrs["names"], store["split"][:]):
+        crops[SPLITS[code]].append("#crop" in name)
+    assert all(crops["labeled"]) and all(crops["unlabeled"]) and not any(crops["val"]) and not any(crops["test"])

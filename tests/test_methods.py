@@ -15,7 +15,8 @@ BASE = {
                           "train": {"steps": 100}, "stage0": {"models": 3}, "students": {"models": 3},
                           "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2},
                           "overrides": [{"from_generation": 1, "train": {"steps": 200}}]}},
-    "comparisons": {"d": {"base": "e", "seeds": [0, 1], "generations": 2}},
+    "comparisons": {"d": {"base": "e", "seeds": [0, 1], "generations": 2,
+                          "settings": {"noisy_student": {"ramp_generations": 2}}}},
 }
 
 
