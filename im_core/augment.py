@@ -126,13 +126,23 @@ def photometric(images: torch.Tensor, augment: dict, generator: torch.Generator,
 
 
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, blocked: torch.Tensor, augment: dict | None,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Geometric then photometric augmentation of a uint8 batch -> float images, labels, mask."""
+                  generator: torch.Generator, noisy: torch.Tensor | None = None,
+                  noisy_augment: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Geometric then photometric augmentation of a uint8 batch -> float images, labels, mask.
+    Images flagged in `noisy` (N bool: the pseudo-labeled pairs of Noisy Student / IM+) get the
+    photometric noise of `noisy_augment` instead of `augment`'s."""
     augment = augment or {"hflip": False}
     images, labels, blocked = geometric(images, labels, blocked, augment, generator)
+    noised = None
+    if noisy is not None and has_photometric(noisy_augment):
+        noised = photometric(images, noisy_augment, generator, blocked)
     if has_photometric(augment):
-        return photometric(images, augment, generator, blocked), labels, blocked
-    return images.masked_fill_(blocked[:, None], 0), labels, blocked  # no host sync to test for any
+        out = photometric(images, augment, generator, blocked)
+    else:
+        out = images.masked_fill_(blocked[:, None], 0)  # no host sync to test for any
+    if noised is not None:
+        out = torch.where(noisy[:, None, None, None], noised, out)
+    return out, labels, blocked
 
 
 def copy_augment(augment: dict) -> dict:

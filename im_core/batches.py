@@ -23,22 +23,29 @@ class TrainingTensors:
     images: torch.Tensor   # N x C x H x W uint8
     labels: torch.Tensor   # N x H x W (N x L x H x W multi-label) uint8
     blocked: torch.Tensor  # N x H x W bool: input pixels blacked out inside an IM
+    pseudo: torch.Tensor | None = None  # N bool: the pair is pseudo-labeled (default: none is)
+
+    def __post_init__(self) -> None:
+        if self.pseudo is None:
+            self.pseudo = torch.zeros(len(self.images), dtype=torch.bool, device=self.images.device)
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, blocked: np.ndarray | None = None,
-                    device: torch.device | str = "cpu") -> "TrainingTensors":
+                    device: torch.device | str = "cpu", pseudo: np.ndarray | None = None) -> "TrainingTensors":
         """From N x H x W x C uint8 images (as the stores hold them)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         if blocked is None:
             blocked = np.zeros((len(images),) + images.shape[1:3], bool)
+        if pseudo is None:
+            pseudo = np.zeros(len(images), bool)
         return cls(x.to(device), torch.from_numpy(np.ascontiguousarray(labels)).to(device),
-                   torch.from_numpy(np.ascontiguousarray(blocked)).to(device))
+                   torch.from_numpy(np.ascontiguousarray(blocked)).to(device), torch.from_numpy(pseudo).to(device))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked))
+        return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked, self.pseudo))
 
 
 class Batches:
@@ -48,8 +55,10 @@ class Batches:
     two batches and `load_state()` continue with exactly the batches that would have followed.
     """
 
-    def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator):
+    def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator,
+                 pseudo_augment: dict | None = None):
         self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
+        self.pseudo_augment = pseudo_augment  # the photometric noise of the pseudo-labeled pairs
         self.drop_last = len(data) > batch_size
         self.order: torch.Tensor | None = None
         self.position = 0
@@ -69,7 +78,7 @@ class Batches:
         pick = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
         self.position += 1
         x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
-                                self.augment, self.generator)
+                                self.augment, self.generator, self.data.pseudo[pick], self.pseudo_augment)
         return x, y
 
     def state(self) -> dict:

@@ -354,7 +354,9 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
     s = generation_settings(exp, generation)
     trainer = s["stage0" if generation == 0 else "students"]
     settings = {**s["train"], "model": dict(s["model"]), "seed": model_seed(exp["seed"], generation, model_index),
-                "trainer": trainer["trainer"], "labels": trainer["labels"], "copies_seed": exp["seed"]}
+                "trainer": trainer["trainer"], "labels": trainer["labels"], "copies_seed": exp["seed"],
+                # the checkpoint is chosen by the metric the selection ranks models by
+                "select_metric": s["selection"]["metric"]}
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
     if generation >= 1 and s["noisy_student"]["enabled"]:

@@ -20,9 +20,11 @@ def ramp(pair: list[float], generation: int, ramp_generations: int) -> float:
 
 def noisy_student_settings(train: dict, noisy: dict, generation: int, ramp_generations: int) -> dict:
     """A student's training settings with Noisy Student's width and noise for `generation`:
-    model.alpha times the width ramp, and each input noise at least its ramp value."""
+    model.alpha times the width ramp; `pseudo_augment`, the input noise of the pseudo-labeled
+    pairs (as the IM authors' IM+: the labeled ground truth keeps the experiment's `augment`),
+    each noise at least its ramp value."""
     out = copy.deepcopy(train)
     out["model"]["alpha"] = train["model"]["alpha"] * ramp(noisy["width"], generation, ramp_generations)
-    for key in NOISE_KEYS:
-        out["augment"][key] = max(train["augment"].get(key, 0), ramp(noisy[key], generation, ramp_generations))
+    out["pseudo_augment"] = {key: max(train["augment"].get(key, 0), ramp(noisy[key], generation, ramp_generations))
+                             for key in NOISE_KEYS}
     return out

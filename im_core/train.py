@@ -55,6 +55,12 @@ class TrainingSet:
     blocked: np.ndarray   # N x H x W bool: input pixels blacked out inside an IM
     extra_class: bool     # the labels use an extra IM class
     n_labeled: int        # images with ground truth
+    n_pseudo: int = 0     # pseudo-labeled pairs, the last ones
+
+    @property
+    def pseudo(self) -> np.ndarray:
+        """N bool: the pseudo-labeled pairs (after the ground truth and its ALDT copies)."""
+        return np.arange(len(self.images)) >= len(self.images) - self.n_pseudo
 
 
 def training_set(store, pseudo_path: str | None, settings: dict | None = None) -> TrainingSet:
@@ -80,8 +86,9 @@ def training_set(store, pseudo_path: str | None, settings: dict | None = None) -
         im = pseudo["im"].get_orthogonal_selection(keep)
         blocked.append(im if block_input else np.zeros_like(im))
         extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
+    n_pseudo = len(images[-1]) if pseudo_path else 0
     return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
-                       len(labeled.index))
+                       len(labeled.index), n_pseudo)
 
 
 def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool, path: NumericPath,
@@ -152,7 +159,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     arrays = training_set(store, pseudo, settings)
     data_device = path.data_device(arrays.images.nbytes + arrays.labels.nbytes + arrays.blocked.nbytes)
     generator = torch.Generator(device=data_device).manual_seed(settings["seed"])
-    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device)
+    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device, arrays.pseudo)
     extra_class, n_labeled = arrays.extra_class, arrays.n_labeled
     del arrays
     val = read_split(store, "val")
@@ -162,7 +169,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     consistency = settings.get("trainer", "supervised") == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
                                 settings["augment"], generator, data_device) if consistency else None)
-    batches = Batches(train_data, settings["batch_size"], settings["augment"], generator)
+    batches = Batches(train_data, settings["batch_size"], settings["augment"], generator,
+                      settings.get("pseudo_augment"))
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
     opt = adamw(model, settings["lr"], settings["weight_decay"])

@@ -94,7 +94,7 @@ def test_training_tensors_from_store_layout():
     images = np.zeros((5, 16, 24, 3), np.uint8)
     t = TrainingTensors.from_arrays(images, np.zeros((5, 16, 24), np.uint8))
     assert t.images.shape == (5, 3, 16, 24) and t.blocked.shape == (5, 16, 24) and not t.blocked.any()
-    assert t.nbytes() == 5 * 16 * 24 * (3 + 1 + 1)
+    assert t.nbytes() == 5 * 16 * 24 * (3 + 1 + 1) + 5
 
 
 def test_loss_is_the_mean_over_valid_pixels_and_zero_when_all_are_ignored():
@@ -151,3 +151,14 @@ def test_a_path_runs_the_model_in_its_format_and_precision():
         out = model(x)
     assert out.dtype == torch.bfloat16 and out.shape == (2, 2, 16, 16)
     assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False}
+
+
+def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 255, (6, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    labels = torch.zeros(6, 16, 16, dtype=torch.uint8)
+    blocked = torch.zeros(6, 16, 16, dtype=torch.bool)
+    pseudo = torch.tensor([False, False, False, True, True, True])
+    x, _, _ = augment_batch(images, labels, blocked, {"hflip": False}, gen, pseudo, {"noise": 20.0, "blur": 1.0})
+    assert torch.equal(x[:3], images[:3].float())
+    assert all(not torch.equal(x[i], images[i].float()) for i in range(3, 6))

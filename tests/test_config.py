@@ -96,7 +96,7 @@ def test_noisy_student_settings_of_a_generation_do_not_depend_on_generations():
         assert train_settings(three, g, 0) == train_settings(five, g, 0)
     # the ramp ends at ramp_generations (default 3) and stays there
     assert [train_settings(five, g, 0)["model"]["alpha"] for g in range(6)] == [0.5, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert [train_settings(five, g, 0)["augment"]["noise"] for g in (1, 2, 3, 5)] == [5.0, 15.0, 25.0, 25.0]
+    assert [train_settings(five, g, 0)["pseudo_augment"]["noise"] for g in (1, 2, 3, 5)] == [5.0, 15.0, 25.0, 25.0]
     cfg["experiments"]["e"]["noisy_student"]["ramp_generations"] = 5
     longer = validate_config(cfg)["experiments"]["e"]
     assert [train_settings(longer, g, 0)["model"]["alpha"] for g in (1, 3, 5)] == [0.5, 0.75, 1.0]

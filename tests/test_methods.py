@@ -60,9 +60,9 @@ def test_noisy_student_widens_and_noises_students_per_generation():
     exps = expanded()
     ns = exps[experiment_name("d", "im_plus", 0)]
     gen0, gen1, gen2 = (train_settings(ns, g, 0) for g in range(3))
-    assert gen0["model"]["alpha"] == 0.5 and gen0["augment"]["noise"] == 0
-    assert gen1["model"]["alpha"] == 0.5 and gen1["augment"]["noise"] == 5.0
-    assert gen2["model"]["alpha"] == 1.0 and gen2["augment"]["noise"] == 25.0 and gen2["augment"]["blur"] == 3.0
+    assert gen0["model"]["alpha"] == 0.5 and gen0["augment"]["noise"] == 0 and "pseudo_augment" not in gen0
+    assert gen1["model"]["alpha"] == 0.5 and gen1["pseudo_augment"]["noise"] == 5.0 and gen1["augment"]["noise"] == 0
+    assert gen2["model"]["alpha"] == 1.0 and gen2["pseudo_augment"]["noise"] == 25.0 and gen2["pseudo_augment"]["blur"] == 3.0
     plain = train_settings(exps[experiment_name("d", "im", 0)], 2, 0)
     assert plain["model"]["alpha"] == 0.5 and plain["augment"]["noise"] == 0
 
@@ -73,7 +73,8 @@ def test_ramp_and_schedule_are_linear_between_first_and_last_generation():
     train = {"model": {"alpha": 1.0}, "augment": {"noise": 30}}
     out = noisy_student_settings(train, {"width": [1, 2], "blur": [0, 3], "noise": [5, 25], "contrast": [0.1, 0.5],
                                          "brightness": [5, 25]}, 2, 3)
-    assert out["model"]["alpha"] == 1.5 and out["augment"]["noise"] == 30  # a stronger configured noise stays
+    assert out["model"]["alpha"] == 1.5 and out["pseudo_augment"]["noise"] == 30  # a stronger configured noise stays
+    assert out["pseudo_augment"]["blur"] == 1.5 and out["augment"] == train["augment"]  # ground truth: unchanged
     assert train["model"]["alpha"] == 1.0  # input not modified
 
 
