@@ -10,11 +10,14 @@ and recorded in every checkpoint. Measured (bench/throughput.py) on the project'
 - on CUDA, autocast in bf16 (fp16 with a gradient scaler on GPUs without bf16) and cuDNN
   autotuning;
 - torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default.
+Runs on a CPU repeat bit for bit; on CUDA, `deterministic` asks PyTorch for deterministic
+algorithms (and turns cuDNN's autotuning off), since atomics-based kernels vary from run to run.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,6 +54,7 @@ class NumericPath:
     precision: str          # fp32, bf16 or fp16 (autocast dtype)
     channels_last: bool
     compile: bool = False
+    deterministic: bool = False
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -115,7 +119,10 @@ def choose_path(settings: dict, image_size: tuple[int, int], device: torch.devic
     """The path for one job from the train settings' `precision`, `channels_last`, `compile` and
     model width, for the threads torch was given (set them first)."""
     device = device or pick_device()
-    if device.type == "cuda":
+    deterministic = bool(settings.get("deterministic", False))
+    if deterministic:
+        use_deterministic_algorithms()
+    elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(settings.get("precision", "auto"), device, flags)
     if precision == "fp16" and device.type == "cpu":
@@ -124,4 +131,13 @@ def choose_path(settings: dict, image_size: tuple[int, int], device: torch.devic
     channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, alpha,
                                           torch.get_num_threads(), flags)
     return NumericPath(device=str(device), precision=precision, channels_last=channels_last,
-                       compile=bool(settings.get("compile", False)))
+                       compile=bool(settings.get("compile", False)), deterministic=deterministic)
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels where PyTorch has them (a warning, not an error, for an op that has
+    none); cuBLAS needs its workspace setting before its first use."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

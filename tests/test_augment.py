@@ -1,4 +1,6 @@
 """Batch augmentation, the in-memory batch source and the numerical-path choice."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -150,7 +152,8 @@ def test_a_path_runs_the_model_in_its_format_and_precision():
     with path.autocast():
         out = model(x)
     assert out.dtype == torch.bfloat16 and out.shape == (2, 2, 16, 16)
-    assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False}
+    assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False,
+                              "deterministic": False}
 
 
 def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
@@ -162,3 +165,16 @@ def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
     x, _, _ = augment_batch(images, labels, blocked, {"hflip": False}, gen, pseudo, {"noise": 20.0, "blur": 1.0})
     assert torch.equal(x[:3], images[:3].float())
     assert all(not torch.equal(x[i], images[i].float()) for i in range(3, 6))
+
+
+def test_deterministic_option_turns_on_deterministic_algorithms(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        path = choose_path({"deterministic": True, "precision": "fp32"}, (32, 32), torch.device("cpu"))
+        assert path.deterministic and path.as_dict()["deterministic"]
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+    assert not choose_path({"precision": "fp32"}, (32, 32), torch.device("cpu")).deterministic
