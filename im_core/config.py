@@ -255,6 +255,11 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
                           f"builder {pl['builder']!r} (generation {g})")
         if 1 <= g <= exp["generations"]:
             errors += _student_problems(key, resolved, config["datasets"][exp["dataset"]], g, where)
+    if exp["generations"] >= 1 and _merged(exp, 0)["stage0"]["labels"] == "all" and not exp["start_from"]:
+        errors.append(f"{where}: {key}: stage0.labels 'all' (gen0 trained on the unlabeled images' ground truth, "
+                      f"the FDT upper bound) with {exp['generations']} self-training generation(s): every later "
+                      "generation would learn from that ground truth through gen0; set generations: 0, or "
+                      "stage0.labels: labeled")
     return errors
 
 

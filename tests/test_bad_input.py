@@ -178,6 +178,12 @@ def test_students_on_all_labels_and_pseudo_labels_are_refused():
     fine = copy.deepcopy(MINIMAL)
     fine["experiments"]["e"].update(students={"labels": "all", "trainer": "consistency"}, pseudo_labels={"builder": "none"})
     validate_config(fine)
+    teachers_on_all = copy.deepcopy(MINIMAL)
+    teachers_on_all["experiments"]["e"]["stage0"] = {"labels": "all"}
+    with pytest.raises(InputError, match=r"experiments\.e: stage0\.labels 'all' .* self-training generation"):
+        validate_config(teachers_on_all)
+    teachers_on_all["experiments"]["e"]["generations"] = 0  # FDT itself
+    validate_config(teachers_on_all)
 
 
 def test_fdt_still_validates_in_a_comparison():
