@@ -18,7 +18,8 @@ import yaml
 
 from .io import InputError
 from . import synthetic
-from .data import SUIM_CLASSES, SUIM_PALETTE, empty_split_message, split_list_missing, split_sizes
+from .data import empty_split_message, split_sizes
+from .sources import SUIM_CLASSES, SUIM_PALETTE, split_list_missing
 from .methods import METHODS, deep_merge, expand_comparison
 from .schedules import noisy_student_settings
 
@@ -161,7 +162,7 @@ def _multiple_of_16(v: int) -> int:
 def dataset_problems(ds: dict, where: str = "config") -> list[str]:
     """What is wrong with a resolved data set entry, as far as it shows without reading images:
     size, ignore_index, binary_255, crop sides, split lists, and splits the fractions leave empty."""
-    name, key = ds["name"], f"{where}: datasets.{ds['name']}"
+    key = f"{where}: datasets.{ds['name']}"
     n = len(ds["class_names"])
     errors = []
     if ds.get("size"):

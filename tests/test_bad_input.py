@@ -236,7 +236,7 @@ def test_0_255_masks_with_another_ignore_index_point_to_the_option(tmp_path):
 def test_some_masks_with_255_and_no_foreground_are_warned_about(tmp_path, caplog):
     root = write_folder(tmp_path / "data", n=8, mask_values=(0, 1))
     Image.fromarray(np.array([[0, 255] * 8] * 16, np.uint8)).save(root / "masks" / "img5.png")
-    with caplog.at_level(logging.WARNING, logger="im_core.data"):
+    with caplog.at_level(logging.WARNING, logger="im_core.sources"):
         prepare(binary_cfg(root), tmp_path / "data.zarr")
     assert re.search(r"1 masks contain 255 .* but no class 1 .*img5\.png", caplog.text)
 
@@ -265,7 +265,7 @@ def test_lossy_mask_is_refused(tmp_path, suffix, save, message):
 def test_files_that_are_not_images_are_skipped_with_a_warning(tmp_path, caplog):
     root = write_folder(tmp_path / "data", n=8)
     (root / "images" / "notes.txt").write_text("not an image")
-    with caplog.at_level(logging.WARNING, logger="im_core.data"):
+    with caplog.at_level(logging.WARNING, logger="im_core.sources"):
         prepare(folder_cfg(root), tmp_path / "data.zarr")
     assert "skipped 1 entries" in caplog.text and "notes.txt" in caplog.text
 

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from im_core.config import resolve_dataset
-from im_core.data import SUIM_PALETTE, SPLITS, nearest_palette_index, prepare, read_split, training_arrays
+from im_core.data import SPLITS, prepare, read_split, training_arrays
+from im_core.sources import SUIM_PALETTE, nearest_palette_index
 from im_core.io import InputError, open_store
 
 

@@ -1,11 +1,9 @@
 """Outputs owned by one job, what interrupted runs leave, and errors in the job's log."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import TRAIN_SETTINGS

@@ -4,7 +4,8 @@ from PIL import Image
 
 from im_core.cli import main as cli
 from im_core.config import resolve_dataset
-from im_core.data import nearest_palette_index, prepare
+from im_core.data import prepare
+from im_core.sources import nearest_palette_index
 from im_core.io import atomic_output, open_store, write_array
 from im_core.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, preview_montage
 

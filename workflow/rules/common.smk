@@ -56,7 +56,7 @@ wildcard_constraints:
 # A step's code version is a hash of the im_core modules it runs. It is one of the job's params,
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
-    "prepare": ["data", "synthetic", "io"],
+    "prepare": ["data", "sources", "synthetic", "io"],
     "train": ["train", "resume", "batches", "augment", "runtime", "data", "models", "losses", "metrics", "predict", "io"],
     "predict": ["predict", "runtime", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
