@@ -5,8 +5,11 @@ best model with cross-entropy on the labeled images plus an MSE between its prob
 noised views of each unlabeled image. AdamW, cosine learning-rate schedule with linear warm-up,
 flip and scale-crop augmentation (plus photometric noise if configured) applied to whole
 batches of the training set held as tensors (batches.py), on the numerical path runtime.py
-chooses (recorded in the checkpoint); validation mIoU every `eval_every` steps (default: every
-epoch), the best checkpoint kept. Seeds fix weights, data order and augmentation.
+chooses (recorded in the checkpoint); validation every `eval_every` steps (default: every
+epoch), the checkpoint best by the selection's metric kept (`select_metric`; the consistency
+fine-tune's starting model is a candidate too). Seeds fix weights, data order and augmentation.
+At every validation the whole state is saved (resume.py), so a killed job continues where it
+stopped and ends as an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -141,6 +144,22 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
     return loss
 
 
+def training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   batches: Batches) -> dict:
+    """What the loop needs besides its bookkeeping to go on exactly where it is (resume.py)."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+            "batches": batches.state(), "random": resume.random_states()}
+
+
+def restore_training(saved: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler, batches: Batches) -> None:
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    batches.load_state(saved["batches"])
+    resume.set_random_states(saved["random"])
+
+
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
         model_id: str = "", generation: int = 0, progress: bool = True,
         init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
@@ -190,11 +209,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     state_file = resume.resume_path(out)
     saved = resume.load(state_file, job_fingerprint)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-        batches.load_state(saved["batches"])
-        resume.set_random_states(saved["random"])
+        restore_training(saved, model, opt, scaler, batches)
         best, history, first_step = saved["best"], saved["history"], saved["step"] + 1
         resumed_at, elapsed = saved["resumed_at"] + [saved["step"]], saved["train_seconds"]
         log.info("resuming from step %d of %d (%s)", saved["step"], total, state_file)
@@ -229,11 +244,9 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             if scores[select_metric] > best["score"]:
                 best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
             check_claim(out)  # an orphaned job stops here once a newer run has taken the job over
-            resume.save(state_file, {
-                "fingerprint": job_fingerprint, "step": step, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "batches": batches.state(),
-                "random": resume.random_states(), "best": best, "history": history, "resumed_at": resumed_at,
-                "train_seconds": time.time() - started})
+            resume.save(state_file, training_state(model, opt, scaler, batches) | {
+                "fingerprint": job_fingerprint, "step": step, "best": best, "history": history,
+                "resumed_at": resumed_at, "train_seconds": time.time() - started})
     bar.close()
 
     # checkpoint
