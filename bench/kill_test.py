@@ -5,8 +5,8 @@
 
 An uninterrupted run of a small two-generation experiment gives the reference tables. Each
 chain then starts the same experiment in a fresh folder and, kill after kill, waits until a
-job of the chosen step runs (data preparation, training, prediction, pseudo-labels, scoring),
-waits a random moment and sends SIGKILL, SIGINT or SIGTERM to that job or to Snakemake; the
+job of the chosen step runs (data preparation, training, prediction, pseudo-labels, scoring;
+kills at random places of the run's order of steps), waits a random moment and sends SIGKILL, SIGINT or SIGTERM to that job or to Snakemake; the
 next plain `snakemake` call is the rerun (and may be killed in turn), the last one runs to the
 end. Counted: kills, kills after which the plain rerun went on without help (a SIGKILL to
 Snakemake itself leaves Snakemake's lock: the test then runs `snakemake --unlock`, as the
@@ -50,7 +50,11 @@ CONFIG = {
     }},
 }
 TARGET = f"results/{EXPERIMENT}/gen2/metrics.csv"
-STEPS = ("prepare", "train", "predict", "pseudo", "score")
+# the steps of the experiment in the order its run reaches them (gen0; then gen1 and gen2)
+SLOTS = ("prepare", "train", "predict", "score") + 2 * ("pseudo", "train", "predict", "score")
+BENCHMARKS = {"prepare": "prepare_data", "train": "train_m", "predict": "predict_m", "score": "score_m",
+              "pseudo": "build_pseudo_labels"}  # the steps' benchmark files (results/benchmarks/)
+TRIES = 3
 SIGNALS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
 VICTIMS = ("job", "snakemake")
 
@@ -104,10 +108,11 @@ def jobs_of(workdir: Path, step: str | None = None) -> list[int]:
     return found
 
 
-def wait_for_job(proc: subprocess.Popen, workdir: Path, step: str, timeout: float = 300) -> int | None:
+def wait_for_job(proc: subprocess.Popen, workdir: Path, step: str, skip: set[int], timeout: float = 600) -> int | None:
+    """The pid of a running job of `step` not in `skip`; None once Snakemake has ended."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        pids = jobs_of(workdir, step)
+        pids = [pid for pid in jobs_of(workdir, step) if pid not in skip]
         if pids:
             return pids[0]
         time.sleep(0.02)
@@ -158,31 +163,56 @@ def rerun(workdir: Path, previous: Kill | None) -> subprocess.Popen:
     return start(workdir)
 
 
-def run_chain(workdir: Path, kills: list[Kill], rng: random.Random) -> Chain:
-    chain, previous = Chain(kills=kills), None
+def shortest_jobs(reference: Path) -> dict[str, float]:
+    """The shortest wall time of each step's jobs in the reference run (Snakemake's benchmark
+    files), so that a signal lands at a random moment of a job's life."""
+    out = {}
+    for step, prefix in BENCHMARKS.items():
+        times = [float(f.read_text().splitlines()[1].split("\t")[0])
+                 for f in (reference / "results" / "benchmarks").rglob(f"{prefix}*.tsv")]
+        out[step] = min(times) if times else 1.0
+    return out
+
+
+def run_chain(workdir: Path, kills: list[Kill], rng: random.Random, durations: dict[str, float]) -> Chain:
+    """Kill after kill in one folder; after each kill the next plain snakemake call is the rerun."""
+    chain, previous, seen = Chain(kills=kills), None, set()
+    proc = rerun(workdir, None)
     for kill in kills:
-        proc = rerun(workdir, previous)
-        pid = wait_for_job(proc, workdir, kill.step)
-        if pid is None:
-            kill.note = "step not reached (already done)"
-            proc.wait()
+        missed = 0
+        for _ in range(TRIES):  # where a job ends before the signal, the next job of the step
+            pid = wait_for_job(proc, workdir, kill.step, seen)
+            if pid is None:
+                break
+            seen.add(pid)
+            if kill.step == "train":  # after a validation, so that there is a state to resume from
+                wait_for_validation(pid)
+                time.sleep(rng.uniform(0, 0.5 * durations["train"]))
+            else:
+                time.sleep(rng.uniform(0, 0.8 * durations[kill.step]))
+            try:
+                os.kill(pid if kill.victim == "job" else proc.pid, kill.signal)
+                kill.done = True
+                break
+            except ProcessLookupError:
+                missed += 1
+        if not kill.done:
+            kill.note = (f"no job of this step left to hit ({missed} ended before the signal; snakemake "
+                         f"{'running' if proc.poll() is None else f'exited {proc.returncode}'})")
+            if proc.poll() not in (None, 0) and previous is not None:  # the rerun failed on its own
+                previous.plain_rerun, previous.note = False, f"rerun failed (exit {proc.returncode})"
+                proc = start(workdir)
             continue
-        if kill.step == "train":  # after a validation, so that there is a state to resume from
-            wait_for_validation(pid)
-        time.sleep(rng.uniform(0, {"train": 1.0, "prepare": 0.5}.get(kill.step, 1.0)))
-        try:
-            os.kill(pid if kill.victim == "job" else proc.pid, kill.signal)
-            kill.done = True
-        except ProcessLookupError:
-            kill.note = "the job ended before the signal"
         try:
             proc.wait(timeout=300)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        previous = kill if kill.done else previous
-    proc = rerun(workdir, previous)
+        previous = kill
+        proc = rerun(workdir, previous)
     chain.final_rc = proc.wait(timeout=1800)
+    if chain.final_rc != 0 and previous is not None:
+        previous.plain_rerun, previous.note = False, f"rerun failed (exit {chain.final_rc})"
     while jobs_of(workdir):  # orphaned jobs of a SIGKILLed Snakemake finish or give up
         time.sleep(0.5)
     return chain
@@ -202,22 +232,31 @@ def leftovers(workdir: Path) -> list[str]:
 
 
 def resumed_jobs(workdir: Path) -> int:
-    models = (workdir / "results" / EXPERIMENT).glob("gen*/models/m*/model.pt")
-    return sum(bool(torch.load(p, map_location="cpu", weights_only=False).get("resumed_at")) for p in models)
+    """Training jobs whose final model continued from a saved step, or was restored finished
+    (after Snakemake, interrupted, had removed it)."""
+    models = list((workdir / "results" / EXPERIMENT).glob("gen*/models/m*/model.pt"))
+    resumed = sum(bool(torch.load(p, map_location="cpu", weights_only=False).get("resumed_at")) for p in models)
+    logs = (workdir / "results" / "logs" / EXPERIMENT).glob("gen*/train_m*.log")
+    return resumed + sum("restored the model this job had finished" in log.read_text() for log in logs)
 
 
-def plan(n_kills: int, rng: random.Random) -> list[Kill]:
-    """Every step, victim and signal in turn (shuffled), so that 24 kills cover all 30
-    combinations' steps and signals evenly."""
-    combos = list(itertools.product(STEPS, VICTIMS, SIGNALS))
+def plan(n_kills: int, n_chains: int, rng: random.Random) -> list[list[Kill]]:
+    """Kills per chain at random places of the workflow's order of steps (SLOTS), each chain's in
+    that order (data preparation in every other chain); victims and signals cycle through all
+    six combinations."""
+    combos = list(itertools.product(VICTIMS, SIGNALS))
     rng.shuffle(combos)
-    return [Kill(*c) for c in itertools.islice(itertools.cycle(combos), n_kills)]
-
-
-def chain_order(kills: list[Kill]) -> list[Kill]:
-    """Within a chain, steps in the order the workflow reaches them first (a finished data
-    preparation cannot be killed again)."""
-    return sorted(kills, key=lambda k: k.step != "prepare")
+    targets = itertools.cycle(combos)
+    chains = []
+    for i in range(n_chains):
+        k = n_kills // n_chains + (i < n_kills % n_chains)
+        if k <= len(SLOTS):  # every other chain is also killed while it prepares the data (it does so once)
+            rest = rng.sample(range(1, len(SLOTS)), k - (i % 2 == 0))
+            slots = sorted(rest + [0] * (i % 2 == 0))
+        else:
+            slots = sorted(rng.choices(range(len(SLOTS)), k=k))
+        chains.append([Kill(SLOTS[s], *next(targets)) for s in slots])
+    return chains
 
 
 def new_workdir(root: Path, name: str) -> Path:
@@ -233,11 +272,11 @@ def kill_test(chains_of_kills: list[list[Kill]], root: Path, rng: random.Random)
     ref = subprocess.run(snakemake_cmd(reference, TARGET), capture_output=True, text=True)
     if ref.returncode != 0:
         raise RuntimeError(f"reference run failed:\n{ref.stderr[-3000:]}")
-    expected = tables(reference)
+    expected, durations = tables(reference), shortest_jobs(reference)
     chains = []
     for i, kills in enumerate(chains_of_kills):
         workdir = new_workdir(root, f"chain{i}")
-        chain = run_chain(workdir, kills, rng)
+        chain = run_chain(workdir, kills, rng, durations)
         chain.identical = chain.final_rc == 0 and tables(workdir) == expected
         chain.leftovers = leftovers(workdir)
         chain.resumed_jobs = resumed_jobs(workdir) if chain.final_rc == 0 else 0
@@ -259,8 +298,7 @@ def main() -> None:
     rng = random.Random(a.seed)
     root = Path(tempfile.mkdtemp(prefix="kill_test_"))
     started = time.time()
-    kills = plan(a.kills, rng)
-    chains = kill_test([chain_order(kills[i::a.chains]) for i in range(a.chains)], root, rng)
+    chains = kill_test(plan(a.kills, a.chains, rng), root, rng)
     rows = []
     for i, chain in enumerate(chains):
         for kill in chain.kills:
@@ -269,11 +307,12 @@ def main() -> None:
     done = [k for c in chains for k in c.kills if k.done]
     summary = {
         "kills sent": len(done),
-        "of them to training jobs or during training": sum(k.step == "train" for k in done),
+        "of them during training": sum(k.step == "train" for k in done),
+        "kills planned but not sent (no job of the step left)": sum(not k.done for c in chains for k in c.kills),
         "plain reruns recovered": sum(k.plain_rerun for k in done),
         "recovered after snakemake --unlock": sum(not k.plain_rerun for k in done),
         "chains with every metrics.csv identical to the uninterrupted run": f"{sum(c.identical for c in chains)} of {len(chains)}",
-        "training jobs that resumed from a saved step": sum(c.resumed_jobs for c in chains),
+        "training jobs that resumed from a saved step or restored their finished model": sum(c.resumed_jobs for c in chains),
         "partial, claim or resume files left in results/": sum(len(c.leftovers) for c in chains),
         "wall time (s)": round(time.time() - started),
     }

@@ -109,7 +109,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         _remove(final)
         os.replace(tmp, final)
     finally:
-        _remove(tmp)
+        _remove_partial(tmp)
 
 
 def _remove(path: Path) -> None:
@@ -117,6 +117,19 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _remove_partial(path: Path, tries: int = 20) -> None:
+    """Remove a partial output on the way out of a failed or interrupted job. Writer threads of
+    the store may still be adding chunks while it goes (an interrupt arrives in the main thread
+    only), so retry; what is left after that the next run of the job removes, and the job's own
+    error stays the one reported."""
+    for _ in range(tries):
+        try:
+            _remove(path)
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:

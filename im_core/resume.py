@@ -6,6 +6,11 @@ history) next to its output, as `.<output>.resume`. A rerun of the same job cont
 and ends with the same weights as an uninterrupted run. The state carries a fingerprint of
 everything the job's result depends on (settings, input stores, the im_core code); a state
 with another fingerprint is never resumed, and it is removed once the job's output exists.
+
+A finished job also leaves `.<output>.done`, a hard link to its output (no extra space): when
+Snakemake removes the output of a job that finished after Snakemake was interrupted (it treats
+it as incomplete), the rerun of the same job with the same fingerprint restores it instead of
+training again.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .io import check_claim
 
 log = logging.getLogger("im_core.resume")
 
@@ -96,3 +103,41 @@ def load(path: Path, expected_fingerprint: str) -> dict | None:
         path.unlink(missing_ok=True)
         return None
     return state
+
+
+def done_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f".{out.name}.done")
+
+
+def record_done(out: str | os.PathLike) -> None:
+    """Link the finished output as `.<output>.done` (where the file system has no hard links,
+    nothing is recorded and an interrupted run trains again)."""
+    done = done_path(out)
+    tmp = done.with_name(f"{done.name}.tmp-{os.getpid()}")
+    try:
+        os.link(out, tmp)
+        os.replace(tmp, done)
+    except OSError as e:
+        log.info("%s: not recorded as done (%s)", out, e)
+        tmp.unlink(missing_ok=True)
+
+
+def restore_done(out: str | os.PathLike, expected_fingerprint: str) -> dict | None:
+    """The checkpoint of an earlier finished run of this job (same fingerprint), put back at
+    `out`; None where there is none. A record of other settings, inputs or code is removed."""
+    done = done_path(out)
+    if not done.exists():
+        return None
+    try:
+        ckpt = torch.load(done, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable record is only a missed shortcut
+        ckpt = {}
+    if ckpt.get("fingerprint") != expected_fingerprint:
+        done.unlink(missing_ok=True)
+        return None
+    check_claim(out)
+    tmp = done.with_name(f"{done.name}.tmp-{os.getpid()}")
+    os.link(done, tmp)
+    os.replace(tmp, out)
+    return ckpt

@@ -173,6 +173,11 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     inputs = [data] + [p for p in (pseudo, init_selection) if p] + list(init_checkpoints or [])
     job_fingerprint = resume.fingerprint(settings, inputs, model_id=model_id, generation=generation,
                                          numeric_path=path.as_dict())
+    finished = resume.restore_done(out, job_fingerprint)
+    if finished is not None:  # finished before, then removed by an interrupted Snakemake
+        log.info("restored the model this job had finished (%s): the same settings, inputs and code",
+                 resume.done_path(out))
+        return _summary(finished)
 
     # data
     arrays = training_set(store, pseudo, settings)
@@ -254,9 +259,15 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             "model_id": model_id, "generation": generation, "select_metric": select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
             "history": history, "settings": settings, "numeric_path": path.as_dict(), "resumed_at": resumed_at,
+            "fingerprint": job_fingerprint,
             "train_seconds": time.time() - started}
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
+    resume.record_done(out)
     state_file.unlink(missing_ok=True)
     log.info("best val %s %.4f at step %d; %.1f s", select_metric, best["score"], best["step"], ckpt["train_seconds"])
+    return _summary(ckpt)
+
+
+def _summary(ckpt: dict) -> dict:
     return {k: ckpt[k] for k in ("best_val_miou", "best_val_score", "best_step", "resumed_at", "train_seconds")}

@@ -117,3 +117,16 @@ def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(st
     if ft["best_step"] == 0:
         assert all(torch.equal(start["state_dict"][k], ft["state_dict"][k]) for k in ft["state_dict"])
     assert ft["best_val_miou"] >= start["best_val_miou"] - 1e-9
+
+
+def test_a_finished_model_removed_by_an_interrupted_snakemake_is_restored_not_retrained(store, tmp_path):
+    out = tmp_path / "m.pt"
+    first = train.run(str(store), str(out), SETTINGS, progress=False)
+    weights = torch.load(out, weights_only=False)["state_dict"]
+    out.unlink()  # what Snakemake does to the output of a job that ended after it was interrupted
+    again = train.run(str(store), str(out), SETTINGS, progress=False)
+    assert again == first
+    assert all(torch.equal(weights[k], v) for k, v in torch.load(out, weights_only=False)["state_dict"].items())
+    out.unlink()
+    other = train.run(str(store), str(out), dict(SETTINGS, lr=0.001), progress=False)
+    assert other != first  # other settings: trained, not restored
