@@ -93,3 +93,13 @@ def test_sigterm_during_training_leaves_no_partial_output(store, tmp_path):
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.pt"))
     assert left == [".m.pt.resume"]  # only the state a rerun resumes from
     assert not out.exists()
+
+
+def test_a_full_disk_leaves_no_partial_output(tmp_path):
+    out = tmp_path / "pseudo.zarr"
+    with pytest.raises(OSError, match="No space left"):
+        with io.atomic_output(out) as tmp:
+            tmp.mkdir()
+            (tmp / "chunk").write_bytes(b"x" * 100)
+            raise OSError(28, "No space left on device")
+    assert list(tmp_path.iterdir()) == []

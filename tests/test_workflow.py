@@ -117,6 +117,13 @@ def test_requesting_a_generation_beyond_the_config_is_a_clear_error(tiny_run):
 
 
 @pytest.mark.slow
+def test_the_default_profile_is_in_force(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    run = snakemake(tmp_path, "-n", "results/tiny/gen0/metrics.csv")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Using workflow specific profile profiles/default" in run.stdout + run.stderr
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["experiments"]["tiny"]["train"]["stepz"] = 3
