@@ -48,6 +48,19 @@ def discretize(logits: torch.Tensor, task: str, num_classes: int) -> torch.Tenso
     return (logits > 0).to(torch.uint8)
 
 
+@torch.no_grad()
+def confidence(logits: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
+    """The probability of the label `discretize` picks, as uint8 (p x 255, rounded): the softmax
+    probability of the arg-max real class, or for sigmoid outputs max(p, 1 - p) per channel."""
+    if task == "multiclass":
+        p = logits.float().softmax(1)[:, :num_classes].amax(1)
+    else:
+        p = logits.float().sigmoid()
+        p = torch.maximum(p, 1 - p)
+        p = p[:, 0] if task == "binary" else p
+    return (p * 255).round_().to(torch.uint8)
+
+
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Softmax over the channels (multi-class), else a sigmoid per channel."""
     return logits.softmax(1) if task == "multiclass" else logits.sigmoid()

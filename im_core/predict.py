@@ -1,4 +1,6 @@
-"""Run a trained model over splits of a data store -> a predictions store of hard labels.
+"""Run a trained model over splits of a data store -> a predictions store of hard labels and
+the confidence of each (the probability of the predicted label as uint8, p x 255), so that
+confidence thresholds need no second pass of the model.
 
 Inference runs without gradients on the job's numerical path (runtime.py), in batches of the
 prediction batch size; a split is read, predicted and written in chunks, so memory stays flat
@@ -14,14 +16,14 @@ import torch
 
 from .data import label_shape, split_indices
 from .io import InputError, atomic_output, create_array, open_store, read_json
-from .losses import discretize, probabilities
+from .losses import confidence, discretize, probabilities
 from .models import build_model
 from .runtime import NumericPath, choose_path, pick_device
 
 CHUNK_IMAGES = 512   # images read, predicted and written at a time
 
 __all__ = ["pick_device", "load_checkpoint", "teacher_checkpoints", "predict_logits", "predict_labels",
-           "predict_probabilities", "run"]
+           "predict_labels_with_confidence", "predict_probabilities", "run"]
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -83,12 +85,24 @@ def predict_probabilities(model: torch.nn.Module, images: np.ndarray, task: str,
 
 def predict_labels(model: torch.nn.Module, images: np.ndarray | torch.Tensor, task: str, num_classes: int,
                    batch_size: int = 64, path: NumericPath | None = None) -> np.ndarray:
+    return predict_labels_with_confidence(model, images, task, num_classes, batch_size, path, False)[0]
+
+
+def predict_labels_with_confidence(model: torch.nn.Module, images: np.ndarray | torch.Tensor, task: str,
+                                   num_classes: int, batch_size: int = 64, path: NumericPath | None = None,
+                                   with_confidence: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hard labels (uint8) and, where asked, their confidence (uint8, p x 255), shaped alike."""
     was_training = model.training
     model.eval()
-    out = [discretize(logits, task, num_classes).cpu().numpy()
-           for logits in predict_logits(model, images, batch_size, path)]
+    labels, confidences = [], []
+    for logits in predict_logits(model, images, batch_size, path):
+        labels.append(discretize(logits, task, num_classes).cpu().numpy())
+        if with_confidence:
+            confidences.append(confidence(logits, task, num_classes).cpu().numpy())
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0,), np.uint8)
+    if not labels:
+        return np.zeros((0,), np.uint8), np.zeros((0,), np.uint8) if with_confidence else None
+    return np.concatenate(labels), np.concatenate(confidences) if with_confidence else None
 
 
 def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int = 64, threads: int = 1) -> dict:
@@ -108,10 +122,12 @@ def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int
             index = split_indices(store, split)
             sub = group.require_group(split)
             labels = create_array(sub, "labels", (len(index), *shape), np.uint8, dims)
+            confidences = create_array(sub, "confidence", (len(index), *shape), np.uint8, dims)
             for start in range(0, len(index), CHUNK_IMAGES):
                 part = index[start:start + CHUNK_IMAGES]
                 images = store["images"].get_orthogonal_selection((part,))
-                labels[start:start + len(part)] = predict_labels(model, images, task, len(class_names), batch_size, path)
+                labels[start:start + len(part)], confidences[start:start + len(part)] = predict_labels_with_confidence(
+                    model, images, task, len(class_names), batch_size, path)
             create_array(sub, "index", index.shape, index.dtype, ("image",))[:] = index
             counts[split] = len(index)
         group.attrs.update({
@@ -119,5 +135,6 @@ def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int
             "class_names": class_names, "palette": store.attrs["palette"],
             "ignore_index": store.attrs["ignore_index"], "model_id": ckpt.get("model_id"),
             "generation": ckpt.get("generation"), "splits": splits, "numeric_path": path.as_dict(),
+            "confidence": "probability of the predicted label x 255, rounded (uint8)",
         })
     return counts
