@@ -140,4 +140,5 @@ def restore_done(out: str | os.PathLike, expected_fingerprint: str) -> dict | No
     tmp = done.with_name(f"{done.name}.tmp-{os.getpid()}")
     os.link(done, tmp)
     os.replace(tmp, out)
+    os.utime(out)  # written by this job, as far as Snakemake's modification times go
     return ckpt
