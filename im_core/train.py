@@ -212,7 +212,9 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
 
     # resume, or start (the consistency fine-tune keeps its starting model as a candidate)
     state_file = resume.resume_path(out)
-    saved = resume.load(state_file, job_fingerprint)
+    # the random generators' states are per device: a state from a run whose data lived elsewhere does not fit
+    state_key = f"{job_fingerprint}:{data_device}"
+    saved = resume.load(state_file, state_key)
     if saved is not None:
         restore_training(saved, model, opt, scaler, batches)
         best, history, first_step = saved["best"], saved["history"], saved["step"] + 1
@@ -250,7 +252,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                 best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
             check_claim(out)  # an orphaned job stops here once a newer run has taken the job over
             resume.save(state_file, training_state(model, opt, scaler, batches) | {
-                "fingerprint": job_fingerprint, "step": step, "best": best, "history": history,
+                "fingerprint": state_key, "step": step, "best": best, "history": history,
                 "resumed_at": resumed_at, "train_seconds": time.time() - started})
     bar.close()
 
