@@ -13,7 +13,8 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
     """Metrics of one model on the val and test splits -> JSON."""
     pred_store, data_store = open_store(predictions), open_store(data)
     attrs = data_store.attrs
-    result = {"model_id": pred_store.attrs["model_id"], "generation": pred_store.attrs["generation"]}
+    result = {"model_id": pred_store.attrs["model_id"], "generation": pred_store.attrs["generation"],
+              "lineage": pred_store.attrs.get("lineage", {})}
     for split in splits:
         truth = read_split(data_store, split)
         pred = pred_store[f"{split}/labels"][:]
@@ -51,8 +52,11 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
     rows = []
     for path in score_files:
         s = read_json(path)
+        lineage = s.get("lineage", {})
         row = {"generation": generation, "model_id": s["model_id"], "rank": sel["ranking"].index(s["model_id"]) + 1,
-               "selected": "yes" if s["model_id"] in sel["selected"] else "no"}
+               "selected": "yes" if s["model_id"] in sel["selected"] else "no",
+               "init": lineage.get("init", ""), "parent": lineage.get("parent", ""),
+               "label_source": lineage.get("label_source", "")}
         for split in ("val", "test"):
             row.update({f"{split}_{k}": v for k, v in s[split].items() if k != "images"})
         rows.append(row)

@@ -134,7 +134,8 @@ def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int
             "kind": "im_core.predictions", "checkpoint": str(checkpoint), "task": task,
             "class_names": class_names, "palette": store.attrs["palette"],
             "ignore_index": store.attrs["ignore_index"], "model_id": ckpt.get("model_id"),
-            "generation": ckpt.get("generation"), "splits": splits, "numeric_path": path.as_dict(),
+            "generation": ckpt.get("generation"), "lineage": ckpt.get("lineage", {}), "splits": splits,
+            "numeric_path": path.as_dict(),
             "confidence": "probability of the predicted label x 255, rounded (uint8)",
         })
     return counts

@@ -95,12 +95,14 @@ def training_set(store, pseudo_path: str | None, settings: dict | None = None) -
 
 
 def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool, path: NumericPath,
-                  init_selection: str | None, init_checkpoints: list[str] | None) -> tuple[torch.nn.Module, dict]:
-    """A fresh U-Net, or (consistency trainer) the previous generation's best model."""
+                  init_selection: str | None, init_checkpoints: list[str] | None
+                  ) -> tuple[torch.nn.Module, dict, dict | None]:
+    """A fresh U-Net, or (consistency trainer) the previous generation's best model; with the
+    model's arguments and its parent (model id and checkpoint; None for a fresh model)."""
     if settings.get("trainer", "supervised") != "consistency":
         model_args = dict(in_channels=3, out_channels=output_channels(task, num_classes, extra_class),
                           alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
-        return path.model(build_model(**model_args)), model_args
+        return path.model(build_model(**model_args)), model_args, None
     if not (init_selection and init_checkpoints):
         raise InputError("trainer 'consistency' fine-tunes the previous generation's best model: "
                          "pass --init-selection and --init-checkpoints")
@@ -108,7 +110,17 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
     model, ckpt = load_checkpoint(init_path, torch.device(path.device))
     log.info("fine-tuning %s (val mIoU %.4f) with consistency weight %g", init_path, ckpt["best_val_miou"],
              settings["consistency_weight"])
-    return path.model(model.train()), ckpt["model_args"]
+    return path.model(model.train()), ckpt["model_args"], {"model_id": ckpt["model_id"], "checkpoint": str(init_path)}
+
+
+def lineage(generation: int, parent: dict | None, settings: dict, pseudo: str | None) -> dict:
+    """Where a model comes from: its generation, its initialisation (from scratch, or a parent
+    model's weights) and its label source: "L" the labeled ground truth (with ALDT's copies),
+    "L (all)" every training image's ground truth (FDT), "L+P" that plus pseudo-labels."""
+    source = "L" if settings.get("labels", "labeled") == "labeled" else "L (all)"
+    return {"generation": generation, "init": "parent" if parent else "scratch",
+            "parent": parent["model_id"] if parent else "", "parent_checkpoint": parent["checkpoint"] if parent else "",
+            "label_source": f"{source}+P" if pseudo else source}
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -188,8 +200,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     del arrays
     val = read_split(store, "val")
     val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
-    model, model_args = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
-                                      init_checkpoints)
+    model, model_args, parent = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
+                                              init_checkpoints)
     consistency = settings.get("trainer", "supervised") == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
                                 settings["augment"], generator, data_device) if consistency else None)
@@ -258,7 +270,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
 
     # checkpoint
     ckpt = {"state_dict": best["state_dict"], "model_args": model_args, "task": task, "class_names": class_names,
-            "model_id": model_id, "generation": generation, "select_metric": select_metric,
+            "model_id": model_id, "generation": generation, "lineage": lineage(generation, parent, settings, pseudo),
+            "select_metric": select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
             "history": history, "settings": settings, "numeric_path": path.as_dict(), "resumed_at": resumed_at,
             "fingerprint": job_fingerprint,

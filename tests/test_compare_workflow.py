@@ -71,6 +71,12 @@ def test_every_method_is_a_row_and_self_training_starts_from_its_baseline(compar
     assert settings["students"]["trainer"] == "consistency" and settings["experiment"] == "tiny/compare/consistency/seed0"
     log = (compared / "results" / "logs" / "tiny" / "compare" / "consistency" / "seed0" / "gen1" / "train_m0.log").read_text()
     assert "fine-tuning results/tiny/compare/ldt/seed0/gen0/models/" in log
+    ldt0 = pd.read_csv(compare_dir / "ldt" / "seed0" / "gen0" / "metrics.csv")
+    consistency1 = pd.read_csv(compare_dir / "consistency" / "seed0" / "gen1" / "metrics.csv")
+    assert set(consistency1["init"]) == {"parent"} and set(consistency1["label_source"]) == {"L"}
+    assert set(consistency1["parent"]) == {ldt0.sort_values("rank")["model_id"].iloc[0]}  # gen0's best
+    fdt0 = pd.read_csv(compare_dir / "fdt" / "seed0" / "gen0" / "metrics.csv")
+    assert set(fdt0["label_source"]) == {"L (all)"}
     aldt_log = (compared / "results" / "logs" / "tiny" / "compare" / "aldt" / "seed0" / "gen0" / "train_m0.log").read_text()
     fdt_log = (compared / "results" / "logs" / "tiny" / "compare" / "fdt" / "seed0" / "gen0" / "train_m0.log").read_text()
     ldt_log = (compared / "results" / "logs" / "tiny" / "compare" / "ldt" / "seed0" / "gen0" / "train_m0.log").read_text()

@@ -58,6 +58,8 @@ def test_outputs_of_every_generation(tiny_run):
             assert col in table.columns, col
         assert table["test_miou"].between(0, 1).all()
         assert set(table["selected"]) <= {"yes", "no"}
+        assert set(table["init"]) == {"scratch"} and table["parent"].isna().all()
+        assert set(table["label_source"]) == {"L" if g == 0 else "L+P"}
         sel = json.loads((res / f"gen{g}" / "selection.json").read_text())
         recorded = json.loads((res / f"gen{g}" / "settings.json").read_text())
         assert recorded["generation"] == g and recorded["pseudo_labels"]["teachers"] == 2
