@@ -80,7 +80,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     from im_core.models import build_model
     from im_core.predict import predict_labels
     from im_core.runtime import choose_path, cpu_has_native_bf16
-    from im_core.train import adamw, training_step
+    from im_core.optim import make_optimizer
+    from im_core.train import training_step
 
     torch.set_num_threads(threads)
     classes, n_images = 6, 4 * batch
@@ -95,7 +96,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         path = choose_path({**settings, "model": {"alpha": alpha}}, (size, size))
         torch.manual_seed(0)
         model = path.model(build_model(3, classes, alpha))
-        opt, scaler = adamw(model, 1e-3, 1e-4), path.grad_scaler()
+        opt, scaler = make_optimizer(model, {"lr": 1e-3, "weight_decay": 1e-4}), path.grad_scaler()
         stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
                               torch.Generator(device=path.device).manual_seed(0)))
         step = lambda: training_step(model, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731

@@ -2,7 +2,8 @@
 
 Trainers: `supervised` trains from scratch; `consistency` fine-tunes the previous generation's
 best model with cross-entropy on the labeled images plus an MSE between its probabilities on two
-noised views of each unlabeled image. AdamW, cosine learning-rate schedule with linear warm-up,
+noised views of each unlabeled image. AdamW or SGD, cosine or poly learning-rate schedule with
+linear warm-up (optim.py),
 flip and scale-crop augmentation (plus photometric noise if configured) applied to whole
 batches of the training set held as tensors (batches.py), on the numerical path runtime.py
 chooses (recorded in the checkpoint); validation every `eval_every` steps (default: every
@@ -14,7 +15,6 @@ stopped and ends as an uninterrupted run would.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import sys
 import time
@@ -31,6 +31,7 @@ from .data import read_split, training_arrays
 from .io import InputError, atomic_output, check_claim, open_store
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
+from .optim import lr_at, make_optimizer
 from .predict import load_checkpoint, predict_labels, teacher_checkpoints
 from .runtime import NumericPath, choose_path
 
@@ -41,14 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass
@@ -121,15 +114,6 @@ def lineage(generation: int, parent: dict | None, settings: dict, pseudo: str | 
     return {"generation": generation, "init": "parent" if parent else "scratch",
             "parent": parent["model_id"] if parent else "", "parent_checkpoint": parent["checkpoint"] if parent else "",
             "label_source": f"{source}+P" if pseudo else source}
-
-
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with the fused kernel where this torch has it for the device (one kernel for all
-    parameters instead of a dozen small ops each)."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
@@ -209,7 +193,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                       settings.get("pseudo_augment"))
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
-    opt = adamw(model, settings["lr"], settings["weight_decay"])
+    opt = make_optimizer(model, settings)
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
     forward = torch.compile(model) if path.compile else model
@@ -247,7 +231,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     model.train()
     for step in range(first_step, total + 1):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step - 1, total, settings["lr"], warmup)
+            group["lr"] = lr_at(step - 1, total, settings["lr"], warmup, settings.get("schedule", "cosine"),
+                                settings.get("poly_power", 0.9))
         views = unlabeled.sample() if consistency else None
         loss = training_step(forward, opt, scaler, path, *next(batches), task, ignore, views,
                              settings.get("consistency_weight", 0.0))

@@ -133,3 +133,13 @@ def test_a_finished_model_removed_by_an_interrupted_snakemake_is_restored_not_re
     out.unlink()
     other = train.run(str(store), str(out), dict(SETTINGS, lr=0.001), progress=False)
     assert other != first  # other settings: trained, not restored
+
+
+def test_training_with_sgd_and_a_poly_schedule(store, tmp_path):
+    settings = dict(SETTINGS, optimizer="sgd", momentum=0.9, schedule="poly", poly_power=0.9, lr=0.01, steps=6)
+    result = train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert 0 <= result["best_val_miou"] <= 1 and ckpt["settings"]["optimizer"] == "sgd"
+    train.run(str(store), str(tmp_path / "a.pt"), dict(settings, optimizer="adamw", schedule="cosine"), progress=False)
+    other = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
+    assert any(not torch.equal(other[k], v) for k, v in ckpt["state_dict"].items())  # the optimizer was used
