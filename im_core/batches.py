@@ -48,47 +48,92 @@ class TrainingTensors:
         return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked, self.pseudo))
 
 
-class Batches:
-    """Endless shuffled epochs of augmented batches (float images, uint8 labels).
+class ShuffledEpochs:
+    """Endless shuffled epochs over `indices`, `take` of them at a time (an epoch's short last
+    batch is dropped where there are more than `take`). The order and the position are the state."""
 
-    The position in the epoch and the generator are the whole state: `state()` taken between
-    two batches and `load_state()` continue with exactly the batches that would have followed.
-    """
-
-    def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator,
-                 pseudo_augment: dict | None = None):
-        self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
-        self.pseudo_augment = pseudo_augment  # the photometric noise of the pseudo-labeled pairs
-        self.drop_last = len(data) > batch_size
+    def __init__(self, indices: torch.Tensor, take: int, generator: torch.Generator):
+        self.indices, self.take, self.generator = indices, take, generator
+        self.drop_last = len(indices) > take
         self.order: torch.Tensor | None = None
         self.position = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n = len(self.indices)
+        return n // self.take if self.drop_last else math.ceil(n / self.take)
+
+    def next(self) -> torch.Tensor:
+        if self.order is None or self.position >= self.steps_per_epoch:
+            perm = torch.randperm(len(self.indices), generator=self.generator, device=self.indices.device)
+            self.order, self.position = self.indices[perm], 0
+        pick = self.order[self.position * self.take:(self.position + 1) * self.take]
+        self.position += 1
+        return pick
+
+    def state(self) -> dict:
+        return {"order": None if self.order is None else self.order.cpu(), "position": self.position}
+
+    def load_state(self, state: dict) -> None:
+        self.order = None if state["order"] is None else state["order"].to(self.indices.device)
+        self.position = state["position"]
+
+
+class Batches:
+    """Endless shuffled epochs of augmented batches (float images, uint8 labels).
+
+    Pooled (`labeled_share` None): ground truth and pseudo-labeled pairs shuffled together.
+    With `labeled_share` α, every batch holds round(α x batch) ground-truth pairs and the rest
+    pseudo-labeled ones, each set in its own shuffled epochs: α = 1 is GIST/RIST's `L` stage,
+    α = 0 their `P` stage, 0 < α < 1 FIST's fixed mix. The pools' positions and the generator
+    are the whole state: `state()` taken between two batches and `load_state()` continue with
+    exactly the batches that would have followed.
+    """
+
+    def __init__(self, data: TrainingTensors, batch_size: int, augment: dict | None, generator: torch.Generator,
+                 pseudo_augment: dict | None = None, labeled_share: float | None = None):
+        self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
+        self.pseudo_augment = pseudo_augment  # the photometric noise of the pseudo-labeled pairs
+        self.pools = self._pools(labeled_share)
+
+    def _pools(self, labeled_share: float | None) -> list[ShuffledEpochs]:
+        device = self.data.images.device
+        if labeled_share is None:
+            return [ShuffledEpochs(torch.arange(len(self.data), device=device), self.batch_size, self.generator)]
+        n_truth = round(labeled_share * self.batch_size)
+        pools = []
+        for name, members, take in (("ground-truth", ~self.data.pseudo, n_truth),
+                                    ("pseudo-labeled", self.data.pseudo, self.batch_size - n_truth)):
+            if take == 0:
+                continue
+            indices = torch.nonzero(members).flatten()
+            if len(indices) == 0:
+                raise InputError(f"labeled_share {labeled_share}: {take} {name} pairs per batch, but the training "
+                                 f"set has none")
+            pools.append(ShuffledEpochs(indices, take, self.generator))
+        return pools
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches until every pair of the pool that takes longest has been seen once."""
+        return max(pool.steps_per_epoch for pool in self.pools)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.order is None or self.position >= self.steps_per_epoch:
-            self.order = torch.randperm(len(self.data), generator=self.generator, device=self.data.images.device)
-            self.position = 0
-        pick = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
-        self.position += 1
+        picks = [pool.next() for pool in self.pools]
+        pick = picks[0] if len(picks) == 1 else torch.cat(picks)
         x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
                                 self.augment, self.generator, self.data.pseudo[pick], self.pseudo_augment)
         return x, y
 
     def state(self) -> dict:
-        return {"order": None if self.order is None else self.order.cpu(), "position": self.position,
-                "generator": self.generator.get_state()}
+        return {"pools": [pool.state() for pool in self.pools], "generator": self.generator.get_state()}
 
     def load_state(self, state: dict) -> None:
-        order = state["order"]
-        self.order = None if order is None else order.to(self.data.images.device)
-        self.position = state["position"]
+        for pool, saved in zip(self.pools, state["pools"], strict=True):
+            pool.load_state(saved)
         self.generator.set_state(state["generator"])
 
 

@@ -254,6 +254,13 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
             errors.append(f"{where}: {key}: students.trainer 'consistency' goes with pseudo_labels.builder 'none' "
                           f"(it uses no pseudo-labels) and only with it; got trainer {resolved['students']['trainer']!r}, "
                           f"builder {pl['builder']!r} (generation {g})")
+        if resolved["stage0"]["labeled_share"] is not None:
+            errors.append(f"{where}: {key}.stage0.labeled_share: gen0 has no pseudo-labels; set it for students")
+        share = resolved["students"]["labeled_share"]
+        if share is not None and share < 1 and (consistency or pl["builder"] == "none"):
+            errors.append(f"{where}: {key}.students.labeled_share: {share} asks for pseudo-labeled pairs in every "
+                          f"batch, but generation {g} has none (trainer {resolved['students']['trainer']!r}, "
+                          f"builder {pl['builder']!r})")
         if 1 <= g <= exp["generations"]:
             errors += _student_problems(key, resolved, config["datasets"][exp["dataset"]], g, where)
     if exp["generations"] >= 1 and _merged(exp, 0)["stage0"]["labels"] == "all" and not exp["start_from"]:
@@ -365,6 +372,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
                 "select_metric": s["selection"]["metric"]}
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
+    if generation >= 1 and trainer["labeled_share"] is not None:
+        settings["labeled_share"] = trainer["labeled_share"]
     if generation >= 1 and s["noisy_student"]["enabled"]:
         ramp_end = s["noisy_student"]["ramp_generations"]  # fixed: not the last generation, which may grow
         settings = noisy_student_settings(settings, s["noisy_student"], generation, ramp_end)
@@ -382,6 +391,12 @@ def pseudo_settings(exp: dict, generation: int) -> dict:
 def selection_settings(exp: dict, generation: int) -> dict:
     """Selection at the end of generation g keeps the top-k models as generation g+1's teachers."""
     return dict(generation_settings(exp, generation)["selection"])
+
+
+def uses_pseudo_labels(exp: dict, generation: int) -> bool:
+    """Whether generation g's training jobs read its pseudo-label store."""
+    s = generation_settings(exp, generation)
+    return generation >= 1 and s["pseudo_labels"]["builder"] != "none" and s["students"]["labeled_share"] != 1
 
 
 def models_in_generation(exp: dict, generation: int) -> int:

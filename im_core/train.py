@@ -109,11 +109,17 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
 def lineage(generation: int, parent: dict | None, settings: dict, pseudo: str | None) -> dict:
     """Where a model comes from: its generation, its initialisation (from scratch, or a parent
     model's weights) and its label source: "L" the labeled ground truth (with ALDT's copies),
-    "L (all)" every training image's ground truth (FDT), "L+P" that plus pseudo-labels."""
+    "L (all)" every training image's ground truth (FDT), "L+P" that pooled with pseudo-labels,
+    "P" pseudo-labels only, "L:0.25+P:0.75" a fixed share of each in every batch."""
     source = "L" if settings.get("labels", "labeled") == "labeled" else "L (all)"
+    share = settings.get("labeled_share")
+    if pseudo and share is not None:
+        source = {1: source, 0: "P"}.get(share, f"{source}:{share:g}+P:{1 - share:g}")
+    elif pseudo:
+        source += "+P"
     return {"generation": generation, "init": "parent" if parent else "scratch",
             "parent": parent["model_id"] if parent else "", "parent_checkpoint": parent["checkpoint"] if parent else "",
-            "label_source": f"{source}+P" if pseudo else source}
+            "label_source": source}
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
@@ -190,7 +196,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
                                 settings["augment"], generator, data_device) if consistency else None)
     batches = Batches(train_data, settings["batch_size"], settings["augment"], generator,
-                      settings.get("pseudo_augment"))
+                      settings.get("pseudo_augment"), settings.get("labeled_share"))
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
     opt = make_optimizer(model, settings)

@@ -178,3 +178,42 @@ def test_deterministic_option_turns_on_deterministic_algorithms(monkeypatch):
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
     assert not choose_path({"precision": "fp32"}, (32, 32), torch.device("cpu")).deterministic
+
+
+def _marked_pairs(n_truth: int, n_pseudo: int) -> TrainingTensors:
+    n = n_truth + n_pseudo
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 8, 8).contiguous()
+    pseudo = torch.arange(n) >= n_truth
+    return TrainingTensors(images, torch.zeros(n, 8, 8, dtype=torch.uint8), torch.zeros(n, 8, 8, dtype=torch.bool),
+                           pseudo)
+
+
+@pytest.mark.parametrize("share, truth_per_batch", [(0.25, 2), (0.0, 0), (1.0, 8), (0.5, 4)])
+def test_labeled_share_fixes_the_ground_truth_pairs_in_every_batch(share, truth_per_batch):
+    data = _marked_pairs(10, 30)
+    batches = Batches(data, 8, {"hflip": False}, torch.Generator().manual_seed(0), labeled_share=share)
+    seen = []
+    for _ in range(12):
+        x, _ = next(batches)
+        ids = x[:, 0, 0, 0].long()
+        assert len(ids) == 8 and int((ids < 10).sum()) == truth_per_batch
+        seen += ids.tolist()
+    if 0 < share < 1:
+        assert set(seen) == set(range(40))  # both pools cycle through all their pairs
+
+
+def test_mixed_batches_resume_where_they_stopped():
+    data = _marked_pairs(10, 30)
+    a = Batches(data, 8, {"hflip": True}, torch.Generator().manual_seed(1), labeled_share=0.25)
+    for _ in range(5):
+        next(a)
+    state = a.state()
+    expected = [next(a)[0] for _ in range(6)]
+    b = Batches(data, 8, {"hflip": True}, torch.Generator().manual_seed(99), labeled_share=0.25)
+    b.load_state(state)
+    assert all(torch.equal(e, next(b)[0]) for e in expected)
+
+
+def test_labeled_share_needs_the_pairs_it_asks_for():
+    with pytest.raises(Exception, match="pseudo-labeled pairs per batch, but the training set has none"):
+        Batches(_marked_pairs(10, 0), 8, None, torch.Generator(), labeled_share=0.5)

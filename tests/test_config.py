@@ -120,3 +120,28 @@ def test_shipped_config_loads_through_the_file_loader():
     cfg = validate_config(load_config_file(REPO / "config.yaml"), where=str(REPO / "config.yaml"))
     assert cfg["experiments"]["suim"]["noisy_student"]["ramp_generations"] == 5  # its 5 generations, as before
     assert cfg["datasets"]["demo"]["crop_max_side"] == 512 and cfg["datasets"]["demo"]["binary_255"] is False
+
+
+def test_labeled_share_reaches_the_students_and_decides_whether_they_read_pseudo_labels():
+    from im_core.config import uses_pseudo_labels
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"].update(generations=3, overrides=[
+        {"from_generation": 2, "students": {"labeled_share": 1.0}},
+        {"from_generation": 3, "students": {"labeled_share": 0.0}}])
+    exp = validate_config(cfg)["experiments"]["e"]
+    assert "labeled_share" not in train_settings(exp, 0, 0) and "labeled_share" not in train_settings(exp, 1, 0)
+    assert train_settings(exp, 2, 0)["labeled_share"] == 1.0 and train_settings(exp, 3, 0)["labeled_share"] == 0.0
+    assert [uses_pseudo_labels(exp, g) for g in range(4)] == [False, True, False, True]
+
+
+def test_labeled_share_without_pseudo_labels_is_refused():
+    for students, pseudo in (({"labeled_share": 0.5, "trainer": "consistency"}, {"builder": "none"}),
+                             ({"labeled_share": 0.0}, {"builder": "none"})):
+        cfg = copy.deepcopy(MINIMAL)
+        cfg["experiments"]["e"].update(students=students, pseudo_labels=pseudo)
+        with pytest.raises(InputError, match="students.labeled_share: .* asks for pseudo-labeled pairs"):
+            validate_config(cfg)
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"]["stage0"] = {"labeled_share": 0.5}
+    with pytest.raises(InputError, match="stage0.labeled_share: gen0 has no pseudo-labels"):
+        validate_config(cfg)

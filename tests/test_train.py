@@ -143,3 +143,10 @@ def test_training_with_sgd_and_a_poly_schedule(store, tmp_path):
     train.run(str(store), str(tmp_path / "a.pt"), dict(settings, optimizer="adamw", schedule="cosine"), progress=False)
     other = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
     assert any(not torch.equal(other[k], v) for k, v in ckpt["state_dict"].items())  # the optimizer was used
+
+
+def test_lineage_names_the_label_source():
+    sources = {share: train.lineage(1, None, {"labeled_share": share}, "pseudo.zarr")["label_source"]
+               for share in (None, 0.0, 0.25, 1.0)}
+    assert sources == {None: "L+P", 0.0: "P", 0.25: "L:0.25+P:0.75", 1.0: "L"}
+    assert train.lineage(0, None, {"labels": "all"}, None)["label_source"] == "L (all)"

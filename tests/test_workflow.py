@@ -126,6 +126,19 @@ def test_the_default_profile_is_in_force(tmp_path):
     assert "Using workflow specific profile profiles/default" in run.stdout + run.stderr
 
 
+def test_students_on_ground_truth_only_do_not_read_pseudo_labels(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["experiments"]["tiny"]["overrides"] = [{"from_generation": 2, "students": {"labeled_share": 1.0}}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    commands = {}
+    for g in (1, 2):
+        run = snakemake(tmp_path, "-n", "-p", "--forceall", f"results/tiny/gen{g}/models/m0/model.pt")
+        assert run.returncode == 0, run.stderr[-3000:]
+        commands[g] = [line for line in run.stdout.splitlines() if "im_core.cli train" in line and f"gen{g}_m0" in line]
+    assert "--pseudo results/tiny/gen1/pseudo.zarr" in commands[1][0]
+    assert "--pseudo" not in commands[2][0] and '"labeled_share": 1.0' in commands[2][0]
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["experiments"]["tiny"]["train"]["stepz"] = 3

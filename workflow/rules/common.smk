@@ -182,7 +182,7 @@ def default_targets():
 
 def train_inputs(w):
     inputs = {"data": data_store(w)}
-    if generation(w) > 0 and builder(w) != "none":
+    if generation(w) > 0 and imc.uses_pseudo_labels(experiment(w), int(w.gen)):
         inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
     if int(w.gen) > 0 and imc.train_settings(experiment(w), int(w.gen), 0)["trainer"] == "consistency":
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
