@@ -254,6 +254,17 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
             errors.append(f"{where}: {key}: students.trainer 'consistency' goes with pseudo_labels.builder 'none' "
                           f"(it uses no pseudo-labels) and only with it; got trainer {resolved['students']['trainer']!r}, "
                           f"builder {pl['builder']!r} (generation {g})")
+        if resolved["stage0"]["init"] != "scratch":
+            errors.append(f"{where}: {key}.stage0.init: gen0 has no parent generation; use 'scratch'")
+        students = resolved["students"]
+        if students["init"] == "parent" and g >= 1:
+            if resolved["noisy_student"]["enabled"]:
+                errors.append(f"{where}: {key}.students.init: 'parent' keeps the parent's architecture, but "
+                              "noisy_student widens the students every generation; use one or the other")
+            before = _merged(exp, g - 1)["stage0" if g == 1 else "students"]["models"]
+            if students["parent"] == "same_index" and students["models"] > before:
+                errors.append(f"{where}: {key}.students.parent: 'same_index' needs a parent per student, but "
+                              f"generation {g} has {students['models']} students and generation {g - 1} {before} models")
         if resolved["stage0"]["labeled_share"] is not None:
             errors.append(f"{where}: {key}.stage0.labeled_share: gen0 has no pseudo-labels; set it for students")
         share = resolved["students"]["labeled_share"]
@@ -372,6 +383,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
                 "select_metric": s["selection"]["metric"]}
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
+    if generation >= 1 and trainer["init"] == "parent":
+        settings.update(init="parent", parent=trainer["parent"])
     if generation >= 1 and trainer["labeled_share"] is not None:
         settings["labeled_share"] = trainer["labeled_share"]
     if generation >= 1 and s["noisy_student"]["enabled"]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -88,22 +89,44 @@ def training_set(store, pseudo_path: str | None, settings: dict | None = None) -
 
 
 def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool, path: NumericPath,
-                  init_selection: str | None, init_checkpoints: list[str] | None
+                  init_selection: str | None, init_checkpoints: list[str] | None, model_id: str = ""
                   ) -> tuple[torch.nn.Module, dict, dict | None]:
-    """A fresh U-Net, or (consistency trainer) the previous generation's best model; with the
-    model's arguments and its parent (model id and checkpoint; None for a fresh model)."""
-    if settings.get("trainer", "supervised") != "consistency":
-        model_args = dict(in_channels=3, out_channels=output_channels(task, num_classes, extra_class),
-                          alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
+    """A fresh U-Net, or a parent model of the previous generation to continue from (the
+    consistency trainer's, and `init: parent`); with the model's arguments and its parent
+    (model id and checkpoint; None for a fresh model)."""
+    model_args = dict(in_channels=3, out_channels=output_channels(task, num_classes, extra_class),
+                      alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
+    consistency = settings.get("trainer", "supervised") == "consistency"
+    if not consistency and settings.get("init", "scratch") == "scratch":
         return path.model(build_model(**model_args)), model_args, None
     if not (init_selection and init_checkpoints):
-        raise InputError("trainer 'consistency' fine-tunes the previous generation's best model: "
+        raise InputError(f"model {model_id}: it continues from a parent of the previous generation: "
                          "pass --init-selection and --init-checkpoints")
-    init_path = teacher_checkpoints(init_selection, init_checkpoints, 1)[0]
+    init_path = parent_checkpoint(init_selection, init_checkpoints, settings.get("parent", "best"), model_id)
     model, ckpt = load_checkpoint(init_path, torch.device(path.device))
-    log.info("fine-tuning %s (val mIoU %.4f) with consistency weight %g", init_path, ckpt["best_val_miou"],
-             settings["consistency_weight"])
+    if ckpt["model_args"]["out_channels"] != model_args["out_channels"]:
+        raise InputError(f"{init_path}: the parent has {ckpt['model_args']['out_channels']} output channels, this "
+                         f"model needs {model_args['out_channels']} (pseudo_labels.label_mode im_class adds one); "
+                         "a model can continue only from a parent with the same outputs")
+    log.info("continuing from %s (%s, val mIoU %.4f)%s", init_path, ckpt["model_id"], ckpt["best_val_miou"],
+             f" with consistency weight {settings['consistency_weight']:g}" if consistency else "")
     return path.model(model.train()), ckpt["model_args"], {"model_id": ckpt["model_id"], "checkpoint": str(init_path)}
+
+
+def parent_checkpoint(selection: str, checkpoints: list[str], rule: str, model_id: str) -> str:
+    """The parent's checkpoint: the selection's best (`best`), or the previous generation's
+    model with this model's index (`same_index`: gen<g>_m<i> continues gen<g-1>_m<i>)."""
+    if rule == "best":
+        return teacher_checkpoints(selection, checkpoints, 1)[0]
+    index = re.search(r"_m(\d+)$", model_id)
+    if rule != "same_index" or index is None:
+        raise InputError(f"model {model_id!r}: parent rule {rule!r} needs 'best', or 'same_index' with a model id "
+                         "ending in _m<i>")
+    for path in checkpoints:
+        parent_id = torch.load(path, map_location="cpu", weights_only=False)["model_id"]
+        if parent_id.endswith(f"_m{index.group(1)}"):
+            return path
+    raise InputError(f"model {model_id}: no model m{index.group(1)} among the parent checkpoints {checkpoints}")
 
 
 def lineage(generation: int, parent: dict | None, settings: dict, pseudo: str | None) -> dict:
@@ -191,7 +214,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     val = read_split(store, "val")
     val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
     model, model_args, parent = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
-                                              init_checkpoints)
+                                              init_checkpoints, model_id)
     consistency = settings.get("trainer", "supervised") == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
                                 settings["augment"], generator, data_device) if consistency else None)

@@ -145,3 +145,21 @@ def test_labeled_share_without_pseudo_labels_is_refused():
     cfg["experiments"]["e"]["stage0"] = {"labeled_share": 0.5}
     with pytest.raises(InputError, match="stage0.labeled_share: gen0 has no pseudo-labels"):
         validate_config(cfg)
+
+
+def test_students_continuing_from_a_parent():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"].update(generations=2, stage0={"models": 2}, selection={"top_k": 2},
+                                   pseudo_labels={"teachers": 2},
+                                   students={"models": 2, "init": "parent", "parent": "same_index"})
+    exp = validate_config(cfg)["experiments"]["e"]
+    assert "init" not in train_settings(exp, 0, 0)
+    assert {k: train_settings(exp, 1, 1)[k] for k in ("init", "parent")} == {"init": "parent", "parent": "same_index"}
+    for change, message in (({"stage0": {"init": "parent"}}, "stage0.init: gen0 has no parent generation"),
+                            ({"noisy_student": {"enabled": True}}, "students.init: 'parent' keeps the parent's"),
+                            ({"students": {"models": 3, "init": "parent", "parent": "same_index"}},
+                             "students.parent: 'same_index' needs a parent per student")):
+        bad = copy.deepcopy(cfg)
+        bad["experiments"]["e"].update(change)
+        with pytest.raises(InputError, match=message):
+            validate_config(bad)

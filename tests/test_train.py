@@ -150,3 +150,19 @@ def test_lineage_names_the_label_source():
                for share in (None, 0.0, 0.25, 1.0)}
     assert sources == {None: "L+P", 0.0: "P", 0.25: "L:0.25+P:0.75", 1.0: "L"}
     assert train.lineage(0, None, {"labels": "all"}, None)["label_source"] == "L (all)"
+
+
+@pytest.mark.parametrize("rule, parent_id", [("best", "gen0_m1"), ("same_index", "gen0_m0")])
+def test_a_student_continues_from_its_parent(store, tmp_path, rule, parent_id):
+    for i in range(2):
+        train.run(str(store), str(tmp_path / f"p{i}.pt"), dict(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
+    write_json(tmp_path / "sel.json", {"ranking": ["gen0_m1", "gen0_m0"], "selected": ["gen0_m1", "gen0_m0"]})
+    settings = dict(SETTINGS, init="parent", parent=rule, lr=1e-12, steps=1, eval_every=1, warmup_fraction=0.0)
+    train.run(str(store), str(tmp_path / "s.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
+              init_selection=str(tmp_path / "sel.json"),
+              init_checkpoints=[str(tmp_path / "p0.pt"), str(tmp_path / "p1.pt")])
+    student = torch.load(tmp_path / "s.pt", weights_only=False)
+    parent = torch.load(tmp_path / f"p{parent_id[-1]}.pt", weights_only=False)
+    assert student["lineage"]["init"] == "parent" and student["lineage"]["parent"] == parent_id
+    weights = {k: v for k, v in parent["state_dict"].items() if v.is_floating_point() and "running" not in k}
+    assert all(torch.allclose(student["state_dict"][k], v, atol=1e-6) for k, v in weights.items())

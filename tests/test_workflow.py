@@ -137,6 +137,18 @@ def test_students_on_ground_truth_only_do_not_read_pseudo_labels(tmp_path):
         commands[g] = [line for line in run.stdout.splitlines() if "im_core.cli train" in line and f"gen{g}_m0" in line]
     assert "--pseudo results/tiny/gen1/pseudo.zarr" in commands[1][0]
     assert "--pseudo" not in commands[2][0] and '"labeled_share": 1.0' in commands[2][0]
+    assert "--init-selection" not in commands[1][0]
+
+
+def test_students_that_continue_from_a_parent_get_its_checkpoints(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["experiments"]["tiny"]["students"] = {"models": 2, "init": "parent", "parent": "same_index"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "-n", "-p", "--forceall", "results/tiny/gen2/models/m1/model.pt")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [command] = [line for line in run.stdout.splitlines() if "im_core.cli train" in line and "gen2_m1" in line]
+    assert ("--init-selection results/tiny/gen1/selection.json --init-checkpoints "
+            "results/tiny/gen1/models/m0/model.pt results/tiny/gen1/models/m1/model.pt") in command
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

@@ -181,15 +181,16 @@ def default_targets():
 
 
 def train_inputs(w):
-    inputs = {"data": data_store(w)}
-    if generation(w) > 0 and imc.uses_pseudo_labels(experiment(w), int(w.gen)):
-        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
-    if int(w.gen) > 0 and imc.train_settings(experiment(w), int(w.gen), 0)["trainer"] == "consistency":
-        inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
-        inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
     n = imc.models_in_generation(experiment(w), int(w.gen))
     if int(w.idx) >= n:
         raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
+    inputs = {"data": data_store(w)}
+    if generation(w) > 0 and imc.uses_pseudo_labels(experiment(w), int(w.gen)):
+        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
+    if int(w.gen) > 0 and (settings["trainer"] == "consistency" or settings.get("init") == "parent"):
+        inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
+        inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
     return inputs
 
 
