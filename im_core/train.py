@@ -100,15 +100,17 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
     if not consistency and settings.get("init", "scratch") == "scratch":
         return path.model(build_model(**model_args)), model_args, None
     if not (init_selection and init_checkpoints):
-        raise InputError(f"model {model_id}: it continues from a parent of the previous generation: "
-                         "pass --init-selection and --init-checkpoints")
+        what = ("trainer 'consistency' fine-tunes the previous generation's best model" if consistency
+                else f"model {model_id} continues from a parent of the previous generation (init: parent)")
+        raise InputError(f"{what}: pass --init-selection and --init-checkpoints")
     init_path = parent_checkpoint(init_selection, init_checkpoints, settings.get("parent", "best"), model_id)
     model, ckpt = load_checkpoint(init_path, torch.device(path.device))
     if ckpt["model_args"]["out_channels"] != model_args["out_channels"]:
         raise InputError(f"{init_path}: the parent has {ckpt['model_args']['out_channels']} output channels, this "
                          f"model needs {model_args['out_channels']} (pseudo_labels.label_mode im_class adds one); "
                          "a model can continue only from a parent with the same outputs")
-    log.info("continuing from %s (%s, val mIoU %.4f)%s", init_path, ckpt["model_id"], ckpt["best_val_miou"],
+    log.info("%s %s (%s, val mIoU %.4f)%s", "fine-tuning" if consistency else "continuing from", init_path,
+             ckpt["model_id"], ckpt["best_val_miou"],
              f" with consistency weight {settings['consistency_weight']:g}" if consistency else "")
     return path.model(model.train()), ckpt["model_args"], {"model_id": ckpt["model_id"], "checkpoint": str(init_path)}
 
