@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import check_claim
+from .io import atomic_output, check_claim, remove_partials
 
 log = logging.getLogger("im_core.resume")
 
@@ -77,19 +77,14 @@ def set_random_states(states: dict) -> None:
 
 def save(path: Path, state: dict) -> None:
     """Write the state so that a kill at any moment leaves the previous state or the new one."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load(path: Path, expected_fingerprint: str) -> dict | None:
     """The saved state if it belongs to this job (same fingerprint); otherwise None, and a
     state of other settings or inputs is removed so that it is never resumed later."""
-    for stale in path.parent.glob(f"{path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
+    remove_partials(path)  # of a save a kill interrupted
     if not path.exists():
         return None
     try:
@@ -113,14 +108,10 @@ def done_path(out: str | os.PathLike) -> Path:
 def record_done(out: str | os.PathLike) -> None:
     """Link the finished output as `.<output>.done` (where the file system has no hard links,
     nothing is recorded and an interrupted run trains again)."""
-    done = done_path(out)
-    tmp = done.with_name(f"{done.name}.tmp-{os.getpid()}")
     try:
-        os.link(out, tmp)
-        os.replace(tmp, done)
+        _hard_link(out, done_path(out))
     except OSError as e:
         log.info("%s: not recorded as done (%s)", out, e)
-        tmp.unlink(missing_ok=True)
 
 
 def restore_done(out: str | os.PathLike, expected_fingerprint: str) -> dict | None:
@@ -137,8 +128,17 @@ def restore_done(out: str | os.PathLike, expected_fingerprint: str) -> dict | No
         done.unlink(missing_ok=True)
         return None
     check_claim(out)
-    tmp = done.with_name(f"{done.name}.tmp-{os.getpid()}")
-    os.link(done, tmp)
-    os.replace(tmp, out)
+    _hard_link(done, out)
     os.utime(out)  # written by this job, as far as Snakemake's modification times go
     return ckpt
+
+
+def _hard_link(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `target` a hard link to `source`, replacing it in one step."""
+    target = Path(target)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from .io import InputError, atomic_output, check_claim, open_store
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
-from .predict import load_checkpoint, predict_labels, teacher_checkpoints
+from .predict import checkpoints_by_id, load_checkpoint, predict_labels, teacher_checkpoints
 from .runtime import NumericPath, choose_path
 
 log = logging.getLogger("im_core.train")
@@ -124,8 +124,7 @@ def parent_checkpoint(selection: str, checkpoints: list[str], rule: str, model_i
     if rule != "same_index" or index is None:
         raise InputError(f"model {model_id!r}: parent rule {rule!r} needs 'best', or 'same_index' with a model id "
                          "ending in _m<i>")
-    for path in checkpoints:
-        parent_id = torch.load(path, map_location="cpu", weights_only=False)["model_id"]
+    for parent_id, path in checkpoints_by_id(checkpoints).items():
         if parent_id.endswith(f"_m{index.group(1)}"):
             return path
     raise InputError(f"model {model_id}: no model m{index.group(1)} among the parent checkpoints {checkpoints}")
