@@ -53,7 +53,7 @@ def cmd_predict(a):
 
 def cmd_score(a):
     from . import evaluate
-    return evaluate.score_model(a.predictions, a.data, a.out)
+    return evaluate.score_model(a.predictions, a.data, a.out, dev_images=a.dev_images, dev_seed=a.dev_seed)
 
 
 def cmd_select(a):
@@ -64,12 +64,24 @@ def cmd_select(a):
 def cmd_pseudo(a):
     from . import pseudo
     return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation,
-                      checkpoints=a.checkpoints)
+                      checkpoints=a.checkpoints, parent=a.parent)
+
+
+def _pseudo_by_model(entries: list[str] | None) -> dict[str, str]:
+    """'MODEL_ID=STORE' entries -> {model id: store}."""
+    out = {}
+    for entry in entries or []:
+        model_id, sep, store = entry.partition("=")
+        if not sep or not model_id or not store:
+            raise InputError(f"--pseudo {entry!r}: expected MODEL_ID=PSEUDO_STORE")
+        out[model_id] = store
+    return out
 
 
 def cmd_metrics(a):
     from . import evaluate
-    table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, a.pseudo, a.data, a.out)
+    table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, _pseudo_by_model(a.pseudo),
+                                              a.data, a.out)
     return {"models": len(table), "best_val_miou": float(table["val_miou"].max()),
             "test_miou_of_best": float(table.iloc[0]["test_miou"])}
 
@@ -151,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--threads", type=int, default=1)
 
-    sp = add("score", cmd_score, "score a predictions store on val and test")
+    sp = add("score", cmd_score, "score a predictions store on val and test (and the development set)")
     sp.add_argument("--predictions", required=True)
     sp.add_argument("--data", required=True)
+    sp.add_argument("--dev-images", type=int, help="the development set: this many val images (default: all)")
+    sp.add_argument("--dev-seed", type=int, default=0, help="the seed that draws them")
     sp.add_argument("--out", required=True)
 
     sp = add("select", cmd_select, "rank a generation's models and choose the next teachers")
@@ -166,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True)
     sp.add_argument("--selection", required=True)
     sp.add_argument("--predictions", nargs="+", required=True)
-    sp.add_argument("--checkpoints", nargs="+", help="the teachers' checkpoints (model_ensemble, input_ensemble)")
+    sp.add_argument("--checkpoints", nargs="+",
+                    help="the teachers' checkpoints (model_ensemble, input_ensemble; Label Erase with a temperature)")
+    sp.add_argument("--parent", help="builder parent: the student's parent, rank:<r> or index:<i> of the previous generation")
     sp.add_argument("--settings", required=True)
     sp.add_argument("--generation", type=int, required=True)
     sp.add_argument("--out", required=True)
@@ -175,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scores", nargs="+", required=True)
     sp.add_argument("--selection", required=True)
     sp.add_argument("--generation", type=int, required=True)
-    sp.add_argument("--pseudo")
+    sp.add_argument("--pseudo", nargs="*", help="MODEL_ID=STORE: the pseudo-label store each model trained on")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True)
 

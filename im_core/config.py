@@ -22,6 +22,7 @@ from .data import empty_split_message, split_sizes
 from .sources import SUIM_CLASSES, SUIM_PALETTE, split_list_missing
 from .methods import METHODS, deep_merge, expand_comparison
 from .schedules import noisy_student_settings
+from .stages import ModelPlan, beam_models, plan_model
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -100,7 +101,13 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    return load_yaml_file(path)
+    """The config schema, with the comparison methods' enum filled in from the one registry."""
+    schema = load_yaml_file(path)
+    comparison = schema.get("$defs", {}).get("comparison", {}).get("properties", {})
+    if "methods" in comparison:
+        comparison["methods"]["items"]["enum"] = list(METHODS)
+        comparison["variants"]["additionalProperties"]["properties"]["method"]["enum"] = list(METHODS)
+    return schema
 
 
 def validate_config(config: dict, schema: dict | None = None, where: str = "config") -> dict:
@@ -242,7 +249,7 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
             errors += found
             continue
         pl, sel = resolved["pseudo_labels"], resolved["selection"]
-        models = resolved["stage0" if g == 0 else "students"]["models"]
+        models = _fewest_models(resolved, g)
         if sel["top_k"] > models:
             errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
         if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"]:
@@ -257,10 +264,8 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
         if resolved["stage0"]["init"] != "scratch":
             errors.append(f"{where}: {key}.stage0.init: gen0 has no parent generation; use 'scratch'")
         students = resolved["students"]
-        if students["init"] == "parent" and g >= 1:
-            if resolved["noisy_student"]["enabled"]:
-                errors.append(f"{where}: {key}.students.init: 'parent' keeps the parent's architecture, but "
-                              "noisy_student widens the students every generation; use one or the other")
+        errors += _stage_problems(key, resolved, g, where)
+        if students["init"] == "parent" and g >= 1 and students["search"] == "none":
             before = _merged(exp, g - 1)["stage0" if g == 1 else "students"]["models"]
             if students["parent"] == "same_index" and students["models"] > before:
                 errors.append(f"{where}: {key}.students.parent: 'same_index' needs a parent per student, but "
@@ -279,6 +284,47 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
                       f"the FDT upper bound) with {exp['generations']} self-training generation(s): every later "
                       "generation would learn from that ground truth through gen0; set generations: 0, or "
                       "stage0.labels: labeled")
+    return errors
+
+
+def _fewest_models(resolved: dict, g: int) -> int:
+    """The fewest models generation g can have with these settings (a beam's grow after generation 1)."""
+    if g == 0:
+        return resolved["stage0"]["models"]
+    students = resolved["students"]
+    if students["search"] == "beam":
+        return 2 if g == 1 else 2 * min(students["beam_width"], 2)
+    return students["paths"] if students["search"] == "random" else students["models"]
+
+
+def _stage_problems(key: str, resolved: dict, g: int, where: str) -> list[str]:
+    """The step vocabulary's combinations that cannot work: searches, parents, the parent builder,
+    Label Erase and temperature, the feature consistency add-on."""
+    errors = []
+    pl, students, stage0 = resolved["pseudo_labels"], resolved["students"], resolved["stage0"]
+    search = students["search"]
+    continues = search != "none" or students["init"] == "parent" or students["trainer"] == "consistency"
+    if stage0["search"] != "none" or stage0["feature_consistency"] > 0:
+        errors.append(f"{where}: {key}.stage0: search and feature_consistency apply to students (gen0 starts from scratch)")
+    if g >= 1 and continues and resolved["noisy_student"]["enabled"]:
+        errors.append(f"{where}: {key}.students: continuing from a parent (init 'parent', search {search!r}) keeps "
+                      "the parent's architecture, but noisy_student widens the students every generation; use one "
+                      "or the other")
+    if search != "none" and students["trainer"] != "supervised":
+        errors.append(f"{where}: {key}.students.search: {search!r} continues each parent with the supervised "
+                      f"trainer on L or P; trainer {students['trainer']!r} does not fit")
+    if search != "none" and students["labeled_share"] is not None:
+        errors.append(f"{where}: {key}.students.labeled_share: search {search!r} chooses L (1) or P (0) per model "
+                      "itself; remove labeled_share")
+    if pl["builder"] == "parent" and not continues:
+        errors.append(f"{where}: {key}.pseudo_labels.builder: 'parent' labels each student's images with its "
+                      "parent's prediction, but the students start from scratch; set students.init: parent or a "
+                      "students.search")
+    if pl["builder"] not in ("parent", "best_teacher"):
+        for name, off in (("label_erase", 0), ("temperature", 1.0)):
+            if pl[name] != off:
+                errors.append(f"{where}: {key}.pseudo_labels.{name}: applies to the builders that use one model's "
+                              f"confidence ('parent', 'best_teacher'), not {pl['builder']!r}")
     return errors
 
 
@@ -357,7 +403,8 @@ def _check_start(name: str, exp: dict, experiments: dict, where: str) -> list[st
 
 def gen0_settings(exp: dict) -> dict:
     s = generation_settings(exp, 0)
-    return {"model": s["model"], "train": s["train"], "stage0": s["stage0"], "seed": exp["seed"]}
+    return {"model": s["model"], "train": s["train"], "stage0": s["stage0"], "seed": exp["seed"],
+            "dev_images": s["selection"]["dev_images"]}
 
 
 def _merged(exp: dict, generation: int) -> dict:
@@ -381,12 +428,20 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
                 "trainer": trainer["trainer"], "labels": trainer["labels"], "copies_seed": exp["seed"],
                 # the checkpoint is chosen by the metric the selection ranks models by
                 "select_metric": s["selection"]["metric"]}
+    if s["selection"]["dev_images"]:
+        settings.update(dev_images=s["selection"]["dev_images"], dev_seed=exp["seed"])
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
-    if generation >= 1 and trainer["init"] == "parent":
-        settings.update(init="parent", parent=trainer["parent"])
-    if generation >= 1 and trainer["labeled_share"] is not None:
-        settings["labeled_share"] = trainer["labeled_share"]
+    if generation >= 1:
+        plan = model_plan(exp, generation, model_index)
+        if plan.parent and trainer["trainer"] != "consistency":
+            settings["init"] = "parent"
+        if plan.parent:
+            settings["parent"] = plan.parent
+        if plan.labeled_share is not None:
+            settings["labeled_share"] = plan.labeled_share
+    if generation >= 1 and trainer["feature_consistency"] > 0:
+        settings["feature_consistency"] = {k: trainer[k] for k in ("feature_consistency", "ema_decay", "feature_dropout")}
     if generation >= 1 and s["noisy_student"]["enabled"]:
         ramp_end = s["noisy_student"]["ramp_generations"]  # fixed: not the last generation, which may grow
         settings = noisy_student_settings(settings, s["noisy_student"], generation, ramp_end)
@@ -406,15 +461,36 @@ def selection_settings(exp: dict, generation: int) -> dict:
     return dict(generation_settings(exp, generation)["selection"])
 
 
-def uses_pseudo_labels(exp: dict, generation: int) -> bool:
-    """Whether generation g's training jobs read its pseudo-label store."""
+def model_plan(exp: dict, generation: int, model_index: int) -> ModelPlan:
+    """What model `model_index` of generation g >= 1 is (stages.py): its parent, label source
+    and pseudo-labels."""
     s = generation_settings(exp, generation)
-    return generation >= 1 and s["pseudo_labels"]["builder"] != "none" and s["students"]["labeled_share"] != 1
+    return plan_model(s["students"], s["pseudo_labels"]["builder"], generation, model_index, exp["generations"],
+                      exp["seed"])
+
+
+def pseudo_source(exp: dict, generation: int, model_index: int) -> str | None:
+    """Which pseudo-label store model i of generation g reads: "generation" (the generation's),
+    "parent" (its own, from its parent's prediction) or None."""
+    return model_plan(exp, generation, model_index).pseudo if generation >= 1 else None
+
+
+def uses_pseudo_labels(exp: dict, generation: int) -> bool:
+    """Whether any training job of generation g reads the generation's pseudo-label store."""
+    return generation >= 1 and any(pseudo_source(exp, generation, i) == "generation"
+                                   for i in range(models_in_generation(exp, generation)))
 
 
 def models_in_generation(exp: dict, generation: int) -> int:
     s = generation_settings(exp, generation)
-    return s["stage0" if generation == 0 else "students"]["models"]
+    if generation == 0:
+        return s["stage0"]["models"]
+    students = s["students"]
+    if students["search"] == "beam":
+        return beam_models(generation, students["beam_width"], models_in_generation(exp, generation - 1))
+    if students["search"] == "random":
+        return students["paths"]
+    return students["models"]
 
 
 def model_seed(experiment_seed: int, generation: int, model_index: int) -> int:

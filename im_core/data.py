@@ -214,6 +214,21 @@ def read_split(store, split: str, with_masks: bool = True) -> SplitArrays:
     return SplitArrays(images, masks, idx)
 
 
+def dev_positions(n_val: int, dev_images: int | None, seed: int) -> np.ndarray:
+    """Positions within the validation split of the development set: `dev_images` of them drawn
+    once from `seed` (sorted), or all of them (None, or a cap not below the split's size)."""
+    if not dev_images or dev_images >= n_val:
+        return np.arange(n_val)
+    return np.sort(np.random.default_rng([seed, 5050]).permutation(n_val)[:dev_images])
+
+
+def read_dev(store, dev_images: int | None, seed: int) -> SplitArrays:
+    """The development set: the validation split, or `dev_images` of its images (dev_positions)."""
+    val = read_split(store, "val")
+    keep = dev_positions(len(val.index), dev_images, seed)
+    return SplitArrays(val.images[keep], val.masks[keep], val.index[keep])
+
+
 def training_arrays(store, labels: str = "labeled") -> SplitArrays:
     """The ground truth training sees: the labeled split's, or with labels="all" (FDT, the
     upper-bound baseline) the unlabeled split's too, which must then have masks."""

@@ -5,22 +5,30 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .data import read_split
+from .data import dev_positions, read_split
 from .io import open_store, read_json, write_json, atomic_output
 
 
-def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] = ("val", "test")) -> dict:
-    """Metrics of one model on the val and test splits -> JSON."""
+def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] = ("val", "test"),
+                dev_images: int | None = None, dev_seed: int = 0) -> dict:
+    """Metrics of one model on the val and test splits, and on the development set (`dev`: the
+    val split, or `dev_images` of its images drawn from `dev_seed`, which rank the models) -> JSON."""
     pred_store, data_store = open_store(predictions), open_store(data)
     attrs = data_store.attrs
     result = {"model_id": pred_store.attrs["model_id"], "generation": pred_store.attrs["generation"],
               "lineage": pred_store.attrs.get("lineage", {})}
+
+    def score(pred: np.ndarray, truth: np.ndarray) -> dict:
+        return metrics.score(pred, truth, attrs["class_names"], attrs["ignore_index"], attrs["task"] == "multilabel")
+
     for split in splits:
         truth = read_split(data_store, split)
         pred = pred_store[f"{split}/labels"][:]
-        result[split] = metrics.score(pred, truth.masks, attrs["class_names"], attrs["ignore_index"],
-                                      attrs["task"] == "multilabel")
-        result[split]["images"] = len(truth.index)
+        result[split] = score(pred, truth.masks) | {"images": len(truth.index)}
+        if split == "val":
+            dev = dev_positions(len(truth.index), dev_images, dev_seed)
+            result["dev"] = (dict(result["val"]) if len(dev) == len(truth.index)
+                             else score(pred[dev], truth.masks[dev]) | {"images": len(dev)})
     write_json(out, result)
     return result
 
@@ -47,8 +55,14 @@ def pseudo_label_statistics(pseudo: str, data: str) -> dict:
     return stats
 
 
-def generation_table(score_files: list[str], selection: str, generation: int, pseudo: str | None, data: str) -> pd.DataFrame:
+def generation_table(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
+                     data: str) -> pd.DataFrame:
+    """One row per model, best first: rank, lineage (init, parent, label source, path), the dev,
+    val and test scores, and the statistics of the pseudo-labels it trained on (`pseudo`: model
+    id -> pseudo-label store; a model without one has none)."""
     sel = read_json(selection)
+    pseudo = pseudo or {}
+    stats = {store: pseudo_label_statistics(store, data) for store in set(pseudo.values())}
     rows = []
     for path in score_files:
         s = read_json(path)
@@ -56,18 +70,15 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
         row = {"generation": generation, "model_id": s["model_id"], "rank": sel["ranking"].index(s["model_id"]) + 1,
                "selected": "yes" if s["model_id"] in sel["selected"] else "no",
                "init": lineage.get("init", ""), "parent": lineage.get("parent", ""),
-               "label_source": lineage.get("label_source", "")}
-        for split in ("val", "test"):
-            row.update({f"{split}_{k}": v for k, v in s[split].items() if k != "images"})
+               "label_source": lineage.get("label_source", ""), "path": lineage.get("path", "")}
+        for split in ("dev", "val", "test"):
+            row.update({f"{split}_{k}": v for k, v in s.get(split, s["val"]).items() if k != "images"})
+        row.update(stats[pseudo[s["model_id"]]] if s["model_id"] in pseudo else NO_PSEUDO_LABELS)
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("rank")
-    stats = pseudo_label_statistics(pseudo, data) if pseudo else NO_PSEUDO_LABELS
-    for k, v in stats.items():
-        table[k] = v
-    return table
+    return pd.DataFrame(rows).sort_values("rank")
 
 
-def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: str | None,
+def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
                              data: str, out: str) -> pd.DataFrame:
     table = generation_table(score_files, selection, generation, pseudo, data)
     with atomic_output(out) as tmp:

@@ -1,8 +1,10 @@
 """Self-training methods as compositions of steps, and comparisons that run them side by side.
 
 A method is a small set of settings merged onto a base experiment: which labels stage 0 sees,
-which builder makes the pseudo-labels, which trainer the students use, whether Noisy Student's
-growing width and noise apply, and which stage-0 models it starts from. A comparison expands
+which builder makes the pseudo-labels, which trainer the students use and how they are laid out
+(stages.py: from scratch, or continuing a parent on L, P or a mix; GIST's beam, RIST's paths),
+whether Noisy Student's growing width and noise apply, and which stage-0 models it starts from.
+Adding a method is one entry here and its label. A comparison expands
 into one experiment per method and seed, named <data set>/compare/<method>/seed<s>; the
 self-training methods share the gen0 models of the baseline they start from.
 """
@@ -23,6 +25,17 @@ METHODS: dict[str, dict] = {
     "im_plus": {"start": "ldt", "pseudo_labels": {"builder": "im"}, "noisy_student": {"enabled": True}},
     "aim_plus": {"start": "aldt", "train": {"labeled_copies": 9}, "pseudo_labels": {"builder": "im"},
                  "noisy_student": {"enabled": True}},
+    # stages that continue from a parent (stages.py): one path with a fixed share of ground truth
+    # in every batch; GIST's beam over L/P; RIST's random L/P paths; the last two with the previous
+    # stage's IM (its top-n: the beam's members, all paths) as the P stages' pseudo-labels
+    "fist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "selection": {"top_k": 1},
+             "students": {"models": 1, "init": "parent", "parent": "best", "labeled_share": 0.5}},
+    "gist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "students": {"search": "beam", "beam_width": 2}},
+    "rist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "students": {"search": "random", "paths": 3}},
+    "gist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 2}, "selection": {"top_k": 2},
+                "students": {"search": "beam", "beam_width": 2}},
+    "rist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 3}, "selection": {"top_k": 3},
+                "students": {"search": "random", "paths": 3}},
 }
 BASELINES = ("fdt", "ldt", "aldt")
 # gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
@@ -30,7 +43,8 @@ BASELINES = ("fdt", "ldt", "aldt")
 STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
 LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
-          "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+"}
+          "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
+          "gist_im": "GIST+IM", "rist_im": "RIST+IM"}
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -64,15 +64,20 @@ class UNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the bottleneck features (N x C x H/16 x W/16), the deepest ones before
+        the decoder (what GIST/RIST's consistency loss compares)."""
         x = self.stem(x / 255.0)
         skips = []
         for block in self.enc:
             skip, x = block(x)
             skips.append(skip)
-        x = self.bottleneck(x)
+        features = x = self.bottleneck(x)
         for block, skip in zip(self.dec, reversed(skips)):
             x = block(x, skip)
-        return self.head(x)
+        return self.head(x), features
 
 
 def count_parameters(model: nn.Module, include_bn_statistics: bool = True) -> int:

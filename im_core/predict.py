@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from .data import label_shape, split_indices
-from .io import InputError, atomic_output, create_array, open_store, read_json
+from .io import atomic_output, create_array, open_store
 from .losses import confidence, discretize, probabilities
 from .models import build_model
 from .runtime import NumericPath, choose_path, pick_device
 
 CHUNK_IMAGES = 512   # images read, predicted and written at a time
 
-__all__ = ["pick_device", "load_checkpoint", "checkpoints_by_id", "teacher_checkpoints", "predict_logits", "predict_labels",
+__all__ = ["pick_device", "load_checkpoint", "checkpoints_by_id", "predict_logits", "predict_labels",
            "predict_labels_with_confidence", "predict_probabilities", "run"]
 
 
@@ -37,16 +37,6 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[torc
 def checkpoints_by_id(checkpoints: list[str]) -> dict[str, str]:
     """Model id -> checkpoint path."""
     return {torch.load(p, map_location="cpu", weights_only=False)["model_id"]: p for p in checkpoints}
-
-
-def teacher_checkpoints(selection: str, checkpoints: list[str], n: int) -> list[str]:
-    """The checkpoints of the top-n models of a selection file, best first."""
-    chosen = read_json(selection)["selected"][:n]
-    by_id = checkpoints_by_id(checkpoints)
-    missing = [m for m in chosen if m not in by_id]
-    if missing:
-        raise InputError(f"{selection}: models {missing} are not among the checkpoints {checkpoints}")
-    return [by_id[m] for m in chosen]
 
 
 def _default_path(model: torch.nn.Module) -> NumericPath:

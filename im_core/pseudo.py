@@ -2,8 +2,11 @@
 
 Builders: `im` (inconsistency masks of the top-n teachers' hard predictions), and, without any
 mask, `model_ensemble` (argmax of the top-n teachers' averaged probabilities),
-`input_ensemble` (the best teacher's probabilities averaged over flips) and `best_teacher`
-(the best teacher's hard prediction, as in Noisy Student).
+`input_ensemble` (the best teacher's probabilities averaged over flips), `best_teacher`
+(the best teacher's hard prediction, as in Noisy Student) and `parent` (the prediction of the
+model one student continues from: GIST/RIST/FIST's pseudo-labels, one store per student). The
+one-model builders can erase labels below a confidence (Label Erase, with an optional
+temperature on the logits); the store's `im` then holds the erased pixels.
 
 Teacher predictions are stacked as n x N x H x W (multi-class class indices, binary 0/1) or
 n x N x C x H x W (multi-label, 0/1 per channel). The inconsistency mask (IM) is where the
@@ -18,6 +21,7 @@ from skimage.morphology import dilation, erosion, footprint_rectangle
 
 from .io import InputError, atomic_output, create_array, open_store, read_json
 from .data import label_shape, split_indices
+from .stages import parent_id
 
 LABEL_MODES = ("ignore", "im_class")
 
@@ -92,11 +96,34 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
     return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
 
 
-BUILDERS = ("im", "model_ensemble", "input_ensemble", "best_teacher")
+BUILDERS = ("im", "model_ensemble", "input_ensemble", "best_teacher", "parent")
+ONE_TEACHER_BUILDERS = ("best_teacher", "parent")  # one model's prediction: Label Erase applies
 
 
 def teacher_count(builder: str, teachers: int) -> int:
     return teachers if builder in ("im", "model_ensemble") else 1
+
+
+def label_erase(labels: np.ndarray, confidence: np.ndarray, threshold: float, ignore_index: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Label Erase: pixels whose confidence (uint8, p x 255) is below `threshold` (a probability)
+    become `ignore_index`; with the erased pixels (N x H x W, any channel for multi-label)."""
+    erased = confidence.astype(np.float32) < np.float32(threshold) * 255
+    out = np.where(erased, np.uint8(ignore_index), labels)
+    return out, (erased.any(1) if erased.ndim == 4 else erased)
+
+
+def choose_teachers(builder: str, selection: dict, teachers: int, parent: str | None, generation: int) -> list[str]:
+    """The model ids the builder reads: the selection's top-n (or best), or one student's parent."""
+    if builder != "parent":
+        return selection["selected"][: teacher_count(builder, teachers)]
+    if not parent:
+        raise InputError("pseudo_labels.builder 'parent' builds one student's pseudo-labels: pass --parent "
+                         "(rank:<r> or index:<i> of the previous generation)")
+    try:
+        return [parent_id(parent, selection["ranking"], generation)]
+    except ValueError as e:
+        raise InputError(f"--parent {parent}: {e}") from e
 
 
 def ensemble_predictions(models: list, images: np.ndarray, task: str, num_classes: int, flips: bool,
@@ -115,31 +142,58 @@ def ensemble_predictions(models: list, images: np.ndarray, task: str, num_classe
 CHUNK_IMAGES = 256  # unlabeled images built and written at a time: memory flat in the split's size
 
 
-def _teacher_source(builder: str, chosen: list[str], stores: dict, selection: str, checkpoints: list[str] | None,
-                    size: tuple[int, int]):
-    """A function (store index positions, images) -> the teachers' hard labels for those images."""
-    if builder in ("model_ensemble", "input_ensemble"):
-        from .predict import load_checkpoint, teacher_checkpoints
+def _teacher_source(builder: str, chosen: list[str], stores: dict, checkpoints: list[str] | None,
+                    size: tuple[int, int], settings: dict):
+    """A function (store index positions, images, task, classes) -> the teachers' hard labels for
+    those images (n x ...) and, where Label Erase needs it, the one teacher's confidence."""
+    rerun = builder in ("model_ensemble", "input_ensemble") or (
+        settings.get("label_erase", 0) > 0 and settings.get("temperature", 1.0) != 1.0)
+    erase = builder in ONE_TEACHER_BUILDERS and settings.get("label_erase", 0) > 0
+    if rerun:
+        from .predict import checkpoints_by_id, load_checkpoint
         from .runtime import choose_path, pick_device
         if not checkpoints:
-            raise InputError(f"pseudo_labels.builder {builder!r} runs the teachers: pass their --checkpoints")
+            raise InputError(f"pseudo_labels.builder {builder!r} with these settings runs the teachers: pass their "
+                             "--checkpoints")
+        by_id = checkpoints_by_id(checkpoints)
+        missing = [t for t in chosen if t not in by_id]
+        if missing:
+            raise InputError(f"teachers {missing} are not among the checkpoints {checkpoints}")
         device = pick_device()
-        loaded = [load_checkpoint(p, device) for p in teacher_checkpoints(selection, checkpoints, len(chosen))]
+        loaded = [load_checkpoint(by_id[t], device) for t in chosen]
         path = choose_path(loaded[0][1].get("settings", {}), size, device)
         models = [path.model(m) for m, _ in loaded]
-        return lambda rows, images, task, n: ensemble_predictions(models, images, task, n, builder == "input_ensemble",
-                                                                path=path)
+        if builder in ("model_ensemble", "input_ensemble"):
+            return lambda rows, images, task, n: (
+                ensemble_predictions(models, images, task, n, builder == "input_ensemble", path=path), None)
+        return lambda rows, images, task, n: tempered_prediction(models[0], images, task, n, settings["temperature"],
+                                                                 path)
     arrays = [open_store(stores[t])["unlabeled/labels"] for t in chosen]
-    return lambda rows, images, task, n: np.stack([a[rows] for a in arrays])
+    confidence = open_store(stores[chosen[0]])["unlabeled/confidence"] if erase else None
+    return lambda rows, images, task, n: (np.stack([a[rows] for a in arrays]),
+                                         confidence[rows] if confidence is not None else None)
+
+
+def tempered_prediction(model, images: np.ndarray, task: str, num_classes: int, temperature: float, path
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """One model's hard labels (1 x ...) and their confidence with the logits divided by `temperature`."""
+    from .losses import confidence, discretize
+    from .predict import predict_logits
+    labels, conf = [], []
+    for logits in predict_logits(model, images, 64, path):
+        labels.append(discretize(logits, task, num_classes).cpu().numpy())
+        conf.append(confidence(logits / temperature, task, num_classes).cpu().numpy())
+    return np.concatenate(labels)[None], np.concatenate(conf)
 
 
 def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int,
-        checkpoints: list[str] | None = None) -> dict:
-    """Build the pseudo-label store of `generation` from the teachers named in `selection`."""
+        checkpoints: list[str] | None = None, parent: str | None = None) -> dict:
+    """Build the pseudo-label store of `generation` from the teachers named in `selection` (or,
+    builder `parent`, from the one student's parent `parent` names)."""
     builder = settings.get("builder", "im")
     if builder not in BUILDERS:
         raise InputError(f"pseudo_labels.builder: {builder!r} makes no pseudo-labels; builders: {list(BUILDERS)}")
-    chosen = read_json(selection)["selected"][: teacher_count(builder, settings["teachers"])]
+    chosen = choose_teachers(builder, read_json(selection), settings.get("teachers", 1), parent, generation)
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]
     if missing:
@@ -150,7 +204,7 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
     index = split_indices(data_store, "unlabeled")
     if len(index) == 0:
         raise InputError(f"{data}: the data set has no unlabeled images, so there is nothing to pseudo-label")
-    teachers = _teacher_source(builder, chosen, stores, selection, checkpoints, size)
+    teachers = _teacher_source(builder, chosen, stores, checkpoints, size, settings)
     # one prediction has no inconsistency: the IM-only settings do nothing for the other builders
     label_mode = settings["label_mode"] if builder == "im" else "ignore"
     label_dims = ("image", "label", "y", "x") if task == "multilabel" else ("image", "y", "x")
@@ -167,12 +221,16 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
         for start in range(0, n, CHUNK_IMAGES):
             rows = slice(start, min(n, start + CHUNK_IMAGES))
             images = data_store["images"].get_orthogonal_selection((index[rows],))
+            preds, confidence = teachers(rows, images, task, len(class_names))
             pl = build_pseudo_labels(
-                teachers(rows, images, task, len(class_names)), images, task, len(class_names),
+                preds, images, task, len(class_names),
                 block_input=settings["block_input"], block_output=settings["block_output"], label_mode=label_mode,
                 ignore_index=ignore, erode=settings["erode"], dilate=settings["dilate"],
                 filter_class_disagreement=settings["filter_class_disagreement"],
             )
+            if confidence is not None:  # Label Erase: its pixels are the store's left-out mask
+                pl.labels, pl.im = label_erase(pl.labels, confidence, settings["label_erase"], ignore)
+                pl.im_fraction = pl.im.reshape(len(pl.im), -1).mean(1)
             for name, values in (("images", pl.images), ("labels", pl.labels), ("im", pl.im),
                                  ("im_fraction", pl.im_fraction.astype(np.float32)), ("keep", pl.keep)):
                 arrays[name][rows] = values

@@ -1,4 +1,4 @@
-"""Rank a generation's models on validation and choose the next generation's teachers."""
+"""Rank a generation's models on the development set (validation) and choose the next generation's teachers."""
 from __future__ import annotations
 
 from .io import read_json, write_json
@@ -18,8 +18,9 @@ def select(scores: dict[str, float], top_k: int) -> dict:
 def run(score_files: list[str], out: str, settings: dict, generation: int) -> dict:
     metric = settings["metric"]
     per_model = {s["model_id"]: s for s in map(read_json, score_files)}
-    result = select({m: s["val"][metric] for m, s in per_model.items()}, settings["top_k"])
-    result.update({"generation": generation, "metric": f"val_{metric}",
-                   "scores": {m: per_model[m]["val"][metric] for m in result["ranking"]}})
+    # ranked on the development set (the whole val split unless selection.dev_images caps it)
+    dev = {m: s.get("dev", s["val"])[metric] for m, s in per_model.items()}
+    result = select(dev, settings["top_k"])
+    result.update({"generation": generation, "metric": f"{'dev' if settings.get('dev_images') else 'val'}_{metric}", "scores": {m: dev[m] for m in result["ranking"]}})
     write_json(out, result)
     return result

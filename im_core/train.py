@@ -28,13 +28,15 @@ from tqdm import tqdm
 from . import metrics, resume
 from .augment import augmented_copies
 from .batches import Batches, TrainingTensors, UnlabeledViews
-from .data import read_split, training_arrays
-from .io import InputError, atomic_output, check_claim, open_store
+from .data import read_dev, read_split, training_arrays
+from .io import InputError, atomic_output, check_claim, open_store, read_json
+from .mean_teacher import MeanTeacher
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
-from .predict import checkpoints_by_id, load_checkpoint, predict_labels, teacher_checkpoints
+from .predict import checkpoints_by_id, load_checkpoint, predict_labels
 from .runtime import NumericPath, choose_path
+from .stages import parent_id, path_letter
 
 log = logging.getLogger("im_core.train")
 
@@ -103,7 +105,7 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
         what = ("trainer 'consistency' fine-tunes the previous generation's best model" if consistency
                 else f"model {model_id} continues from a parent of the previous generation (init: parent)")
         raise InputError(f"{what}: pass --init-selection and --init-checkpoints")
-    init_path = parent_checkpoint(init_selection, init_checkpoints, settings.get("parent", "best"), model_id)
+    init_path = parent_checkpoint(init_selection, init_checkpoints, settings.get("parent", "rank:0"), model_id)
     model, ckpt = load_checkpoint(init_path, torch.device(path.device))
     if ckpt["model_args"]["out_channels"] != model_args["out_channels"]:
         raise InputError(f"{init_path}: the parent has {ckpt['model_args']['out_channels']} output channels, this "
@@ -112,38 +114,50 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
     log.info("%s %s (%s, val mIoU %.4f)%s", "fine-tuning" if consistency else "continuing from", init_path,
              ckpt["model_id"], ckpt["best_val_miou"],
              f" with consistency weight {settings['consistency_weight']:g}" if consistency else "")
-    return path.model(model.train()), ckpt["model_args"], {"model_id": ckpt["model_id"], "checkpoint": str(init_path)}
+    parent = {"model_id": ckpt["model_id"], "checkpoint": str(init_path), "path": ckpt.get("lineage", {}).get("path", "")}
+    return path.model(model.train()), ckpt["model_args"], parent
 
 
-def parent_checkpoint(selection: str, checkpoints: list[str], rule: str, model_id: str) -> str:
-    """The parent's checkpoint: the selection's best (`best`), or the previous generation's
-    model with this model's index (`same_index`: gen<g>_m<i> continues gen<g-1>_m<i>)."""
-    if rule == "best":
-        return teacher_checkpoints(selection, checkpoints, 1)[0]
-    index = re.search(r"_m(\d+)$", model_id)
-    if rule != "same_index" or index is None:
-        raise InputError(f"model {model_id!r}: parent rule {rule!r} needs 'best', or 'same_index' with a model id "
-                         "ending in _m<i>")
-    for parent_id, path in checkpoints_by_id(checkpoints).items():
-        if parent_id.endswith(f"_m{index.group(1)}"):
-            return path
-    raise InputError(f"model {model_id}: no model m{index.group(1)} among the parent checkpoints {checkpoints}")
+def parent_checkpoint(selection: str, checkpoints: list[str], parent: str, model_id: str) -> str:
+    """The parent's checkpoint: `rank:<r>` the selection's r-th best (0 = best), `index:<i>` the
+    previous generation's model m<i> (the same path); the older names `best` and `same_index`
+    (this model's own index) mean rank:0 and index:<this model's index>."""
+    if parent in ("best", "same_index"):
+        index = re.search(r"_m(\d+)$", model_id)
+        if parent == "same_index" and index is None:
+            raise InputError(f"model {model_id!r}: parent 'same_index' needs a model id ending in _m<i>")
+        parent = "rank:0" if parent == "best" else f"index:{index.group(1)}"
+    generation = re.match(r"gen(\d+)_", model_id)
+    by_id = checkpoints_by_id(checkpoints)
+    try:
+        ranking = read_json(selection)["ranking"]
+        wanted = parent_id(parent, ranking, int(generation.group(1)) if generation else 1)
+    except ValueError as e:
+        raise InputError(f"model {model_id}: {e} ({selection})") from e
+    if parent.startswith("index:"):  # by index: the suffix, whatever the generation's id prefix
+        wanted = next((m for m in by_id if m.endswith("_m" + parent.split(":")[1])), wanted)
+    if wanted not in by_id:
+        raise InputError(f"model {model_id}: its parent {wanted} ({parent}) is not among the checkpoints {checkpoints}")
+    return by_id[wanted]
 
 
 def lineage(generation: int, parent: dict | None, settings: dict, pseudo: str | None) -> dict:
     """Where a model comes from: its generation, its initialisation (from scratch, or a parent
-    model's weights) and its label source: "L" the labeled ground truth (with ALDT's copies),
+    model's weights), its label source: "L" the labeled ground truth (with ALDT's copies),
     "L (all)" every training image's ground truth (FDT), "L+P" that pooled with pseudo-labels,
-    "P" pseudo-labels only, "L:0.25+P:0.75" a fixed share of each in every batch."""
+    "P" pseudo-labels only, "L:0.25+P:0.75" a fixed share of each in every batch; and its path,
+    the letters (L, P, M for a mix) of the stages from its first ancestor trained from scratch
+    after gen0 (a parent's path plus its own letter; gen0's is empty)."""
     source = "L" if settings.get("labels", "labeled") == "labeled" else "L (all)"
     share = settings.get("labeled_share")
     if pseudo and share is not None:
         source = {1: source, 0: "P"}.get(share, f"{source}:{share:g}+P:{1 - share:g}")
     elif pseudo:
         source += "+P"
+    letter = path_letter(share, bool(pseudo)) if generation > 0 else ""
     return {"generation": generation, "init": "parent" if parent else "scratch",
             "parent": parent["model_id"] if parent else "", "parent_checkpoint": parent["checkpoint"] if parent else "",
-            "label_source": source}
+            "label_source": source, "path": (parent["path"] if parent else "") + letter}
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
@@ -152,13 +166,22 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 
 def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   path: NumericPath, x: torch.Tensor, y: torch.Tensor, task: str, ignore: int,
-                  views: tuple[torch.Tensor, torch.Tensor] | None = None, consistency_weight: float = 0.0
-                  ) -> torch.Tensor:
+                  views: tuple[torch.Tensor, torch.Tensor] | None = None, consistency_weight: float = 0.0,
+                  mean_teacher: MeanTeacher | None = None) -> torch.Tensor:
     """One optimizer step on an augmented batch (plus, for the consistency trainer, the MSE
-    between the probabilities on two views of unlabeled images); returns the loss."""
+    between the probabilities on two views of unlabeled images; with a mean teacher, the
+    feature consistency loss on the batch, and the teacher's update after the step); returns
+    the loss."""
+    x = path.input(x)
     with path.autocast():
-        logits = forward(path.input(x))
+        if mean_teacher is not None:
+            logits, features = forward.forward_with_features(x)
+            feature_loss = mean_teacher.loss(features, x)
+        else:
+            logits = forward(x)
     loss = segmentation_loss(logits.float(), y.to(logits.device, non_blocking=True), task, ignore)
+    if mean_teacher is not None:
+        loss = loss + feature_loss
     if views is not None:
         with path.autocast():
             p1, p2 = (probabilities(forward(path.input(v)).float(), task) for v in views)
@@ -167,19 +190,24 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
+    if mean_teacher is not None:
+        mean_teacher.update(forward)
     return loss
 
 
 def training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   batches: Batches) -> dict:
+                   batches: Batches, mean_teacher: MeanTeacher | None = None) -> dict:
     """What the loop needs besides its bookkeeping to go on exactly where it is (resume.py)."""
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-            "batches": batches.state(), "random": resume.random_states()}
+            "batches": batches.state(), "random": resume.random_states(),
+            "mean_teacher": mean_teacher.state_dict() if mean_teacher else None}
 
 
 def restore_training(saved: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, batches: Batches) -> None:
+                     scaler: torch.amp.GradScaler, batches: Batches, mean_teacher: MeanTeacher | None = None) -> None:
     model.load_state_dict(saved["model"])
+    if mean_teacher is not None:
+        mean_teacher.load_state_dict(saved["mean_teacher"])
     opt.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
     batches.load_state(saved["batches"])
@@ -212,7 +240,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device, arrays.pseudo)
     extra_class, n_labeled = arrays.extra_class, arrays.n_labeled
     del arrays
-    val = read_split(store, "val")
+    val = read_dev(store, settings.get("dev_images"), settings.get("dev_seed", 0))
     val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
     model, model_args, parent = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
                                               init_checkpoints, model_id)
@@ -226,7 +254,11 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     opt = make_optimizer(model, settings)
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
-    forward = torch.compile(model) if path.compile else model
+    feature_consistency = settings.get("feature_consistency")
+    mean_teacher = (MeanTeacher(model, feature_consistency["ema_decay"], feature_consistency["feature_dropout"],
+                                feature_consistency["feature_consistency"]) if feature_consistency else None)
+    # the feature consistency loss calls the model's forward_with_features, which a compiled model does not have
+    forward = torch.compile(model) if path.compile and mean_teacher is None else model
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
              len(train_data), n_labeled, train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total,
@@ -242,7 +274,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     state_key = f"{job_fingerprint}:{data_device}"
     saved = resume.load(state_file, state_key)
     if saved is not None:
-        restore_training(saved, model, opt, scaler, batches)
+        restore_training(saved, model, opt, scaler, batches, mean_teacher)
         best, history, first_step = saved["best"], saved["history"], saved["step"] + 1
         resumed_at, elapsed = saved["resumed_at"] + [saved["step"]], saved["train_seconds"]
         log.info("resuming from step %d of %d (%s)", saved["step"], total, state_file)
@@ -265,7 +297,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                                 settings.get("poly_power", 0.9))
         views = unlabeled.sample() if consistency else None
         loss = training_step(forward, opt, scaler, path, *next(batches), task, ignore, views,
-                             settings.get("consistency_weight", 0.0))
+                             settings.get("consistency_weight", 0.0), mean_teacher)
         bar.update(1)
         # evaluation
         if step % eval_every == 0 or step == total:
@@ -278,7 +310,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             if scores[select_metric] > best["score"]:
                 best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
             check_claim(out)  # an orphaned job stops here once a newer run has taken the job over
-            resume.save(state_file, training_state(model, opt, scaler, batches) | {
+            resume.save(state_file, training_state(model, opt, scaler, batches, mean_teacher) | {
                 "fingerprint": state_key, "step": step, "best": best, "history": history,
                 "resumed_at": resumed_at, "train_seconds": time.time() - started})
     bar.close()

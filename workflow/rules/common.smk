@@ -57,11 +57,12 @@ wildcard_constraints:
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
     "prepare": ["data", "sources", "synthetic", "io"],
-    "train": ["train", "optim", "resume", "batches", "augment", "runtime", "data", "models", "losses", "metrics", "predict", "io"],
+    "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "stages", "runtime", "data", "models",
+              "losses", "metrics", "predict", "io"],
     "predict": ["predict", "runtime", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
-    "pseudo": ["pseudo", "predict", "runtime", "models", "losses", "data", "io"],
+    "pseudo": ["pseudo", "stages", "predict", "runtime", "models", "losses", "data", "io"],
     "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],
@@ -185,13 +186,35 @@ def train_inputs(w):
     if int(w.idx) >= n:
         raise WorkflowError(f"experiments.{w.exp}: generation {w.gen} has {n} models; m{w.idx} does not exist")
     inputs = {"data": data_store(w)}
-    if generation(w) > 0 and imc.uses_pseudo_labels(experiment(w), int(w.gen)):
-        inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+    pseudo = student_pseudo_store(w.exp, generation(w), int(w.idx))
+    if pseudo:
+        inputs["pseudo"] = pseudo
     settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
-    if int(w.gen) > 0 and (settings["trainer"] == "consistency" or settings.get("init") == "parent"):
+    if int(w.gen) > 0 and "parent" in settings:
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
         inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
     return inputs
+
+
+def student_pseudo_store(exp, gen, idx):
+    """The pseudo-label store model m<idx> of generation `gen` trains on: the generation's, its
+    own (built from its parent's prediction), or none."""
+    source = imc.pseudo_source(EXPERIMENTS[exp], int(gen), int(idx))
+    if source == "generation":
+        return f"results/{exp}/gen{gen}/pseudo.zarr"
+    if source == "parent":
+        return f"results/{exp}/gen{gen}/models/m{idx}/pseudo.zarr"
+    return None
+
+
+def pseudo_stores(exp, gen):
+    """Model id -> the pseudo-label store it trained on, for the models of a generation that have one."""
+    stores = {}
+    for i in range(imc.models_in_generation(EXPERIMENTS[exp], int(gen))):
+        store = student_pseudo_store(exp, gen, i) if int(gen) > 0 else None
+        if store:
+            stores[f"gen{gen}_m{i}"] = store
+    return stores
 
 
 def previous_generation(w):
@@ -210,9 +233,35 @@ def teacher_inputs(w):
         "selection": selection_file(w.exp, prev),
         "predictions": model_files(w.exp, prev, "predictions.zarr"),
     }
-    if builder(w) in ("model_ensemble", "input_ensemble"):
+    settings = imc.pseudo_settings(experiment(w), int(w.gen))
+    if builder(w) in ("model_ensemble", "input_ensemble") or (settings["label_erase"] > 0 and settings["temperature"] != 1):
         inputs["checkpoints"] = model_files(w.exp, prev, "model.pt")
     return inputs
+
+
+def pseudo_arguments(w):
+    """--pseudo MODEL_ID=STORE ... for a generation's metrics table (nothing for gen0)."""
+    stores = pseudo_stores(w.exp, w.gen) if int(w.gen) > 0 else {}
+    return ("--pseudo " + " ".join(f"{m}={p}" for m, p in stores.items())) if stores else ""
+
+
+def dev_arguments(w):
+    """The development set of a score job: the experiment's selection.dev_images (gen0 of an
+    experiment with start_from is scored by that experiment, whose dev set it must share)."""
+    dev_images = imc.selection_settings(experiment(w), int(w.gen))["dev_images"]
+    return f"--dev-images {dev_images} --dev-seed {experiment(w)['seed']}" if dev_images else ""
+
+
+def parent_pseudo_inputs(w):
+    """A student's own pseudo-labels: its parent's prediction (builder parent)."""
+    if imc.pseudo_source(experiment(w), generation(w), int(w.idx)) != "parent":
+        raise WorkflowError(f"experiments.{w.exp}: model m{w.idx} of generation {w.gen} has no pseudo-labels of its "
+                            "own (pseudo_labels.builder is not 'parent', or it trains on ground truth only)")
+    return teacher_inputs(w)
+
+
+def parent_of(w):
+    return imc.model_plan(experiment(w), int(w.gen), int(w.idx)).parent
 
 
 def metrics_inputs(w):
@@ -223,8 +272,7 @@ def metrics_inputs(w):
         "settings": f"results/{w.exp}/gen{w.gen}/settings.json",
     }
     if int(w.gen) > 0:
-        if builder(w) != "none":
-            inputs["pseudo"] = f"results/{w.exp}/gen{w.gen}/pseudo.zarr"
+        inputs["pseudo"] = sorted(set(pseudo_stores(w.exp, w.gen).values()))
         # so that a run to gen g leaves every earlier generation's table too
         inputs["previous"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/metrics.csv"
     return inputs

@@ -33,6 +33,7 @@ rule score_model:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/score_m{idx}.tsv"
     params:
+        dev=dev_arguments,
         code=code_version("score"),
     threads: 1
     resources:
@@ -41,7 +42,7 @@ rule score_model:
     conda:
         ENV
     shell:
-        "python -m im_core.cli score --predictions {input.predictions} --data {input.data}"
+        "python -m im_core.cli score --predictions {input.predictions} --data {input.data} {params.dev}"
         " --out {output} --log {log}"
 
 
@@ -84,7 +85,7 @@ rule generation_metrics:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/generation_metrics.tsv"
     params:
-        pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
+        pseudo=pseudo_arguments,
         code=code_version("metrics"),
     threads: 1
     resources:
