@@ -71,7 +71,7 @@ def test_overrides_apply_from_their_generation_on():
     assert [pseudo_settings(exp, g)["erode"] for g in (1, 2, 3)] == [0, 3, 3]
     assert [train_settings(exp, g, 0)["lr"] for g in (0, 1, 2)] == [0.003, 0.003, 0.01]
     assert generation_settings(exp, 1)["pseudo_labels"]["erode"] == 0
-    assert selection_settings(exp, 1) == selection_settings(exp, 2) == {"metric": "miou", "top_k": 4}
+    assert selection_settings(exp, 1) == selection_settings(exp, 2) == {"metric": "miou", "top_k": 4, "dev_images": None}
 
 
 def test_job_settings_do_not_depend_on_later_generations():
@@ -154,9 +154,9 @@ def test_students_continuing_from_a_parent():
                                    students={"models": 2, "init": "parent", "parent": "same_index"})
     exp = validate_config(cfg)["experiments"]["e"]
     assert "init" not in train_settings(exp, 0, 0)
-    assert {k: train_settings(exp, 1, 1)[k] for k in ("init", "parent")} == {"init": "parent", "parent": "same_index"}
+    assert {k: train_settings(exp, 1, 1)[k] for k in ("init", "parent")} == {"init": "parent", "parent": "index:1"}
     for change, message in (({"stage0": {"init": "parent"}}, "stage0.init: gen0 has no parent generation"),
-                            ({"noisy_student": {"enabled": True}}, "students.init: 'parent' keeps the parent's"),
+                            ({"noisy_student": {"enabled": True}}, "continuing from a parent .* keeps the parent's"),
                             ({"students": {"models": 3, "init": "parent", "parent": "same_index"}},
                              "students.parent: 'same_index' needs a parent per student")):
         bad = copy.deepcopy(cfg)

@@ -130,7 +130,7 @@ def test_the_ema_teacher_follows_the_student_and_the_loss_is_a_feature_l1():
         assert torch.allclose(t, 0.9 * b + 0.1 * s, atol=1e-6)
     _, features = student.forward_with_features(x)
     loss = teacher.loss(features, x)
-    assert float(loss) > 0 and loss.requires_grad
+    assert float(loss.detach()) > 0 and loss.requires_grad
     assert not any(p.requires_grad for p in teacher.teacher.parameters())
 
 

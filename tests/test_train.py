@@ -114,7 +114,7 @@ def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(st
               init_selection=str(tmp_path / "sel.json"), init_checkpoints=[str(tmp_path / "start.pt")])
     start, ft = (torch.load(tmp_path / p, weights_only=False) for p in ("start.pt", "ft.pt"))
     assert ft["lineage"] == {"generation": 0, "init": "parent", "parent": "gen0_m0",
-                             "parent_checkpoint": str(tmp_path / "start.pt"), "label_source": "L"}
+                             "parent_checkpoint": str(tmp_path / "start.pt"), "label_source": "L", "path": ""}
     assert start["lineage"]["init"] == "scratch" and start["lineage"]["parent"] == ""
     assert ft["best_val_score"] >= max(h["val_miou"] for h in ft["history"])
     if ft["best_step"] == 0:
