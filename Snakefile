@@ -29,6 +29,7 @@ localrules:
     generation_metrics,
     preview_pseudo_labels,
     plot_experiment,
+    plot_paths,
     plot_experiments,
     compare_methods,
 

@@ -104,6 +104,11 @@ def cmd_plot(a):
     return {"experiments": list(tables)}
 
 
+def cmd_plot_paths(a):
+    from . import visualize
+    return visualize.plot_paths(a.tables, a.out, a.title)
+
+
 def cmd_compare(a):
     from . import compare
     runs = [compare.parse_run(item) for item in a.runs]
@@ -204,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plot", cmd_plot, "plot metrics tables by generation")
     sp.add_argument("--tables", nargs="+", required=True, help="NAME=gen0.csv,gen1.csv,... per experiment")
     sp.add_argument("--out", required=True)
+
+    sp = add("plot-paths", cmd_plot_paths, "one experiment's models by stage, each joined to its parent; the chosen path")
+    sp.add_argument("--tables", nargs="+", required=True, help="every generation's metrics table, gen0 first")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--title", default="")
 
     sp = add("compare", cmd_compare, "one table (and plot) of methods x generations over seeds")
     sp.add_argument("--runs", nargs="+", required=True,

@@ -1,5 +1,6 @@
-"""One table of methods x generations: the best-on-val model's val and test mIoU (data-set
-level and per image), mean and standard deviation over seeds, and a plot of it.
+"""One table of methods x generations: the best-on-dev model's dev, val and test mIoU (data-set
+level and per image) and path, mean and standard deviation over seeds, the generation the
+development set chooses, and a plot of it.
 
 A run is one method with one seed: its generations' metrics tables (gen0 first). Baselines
 (FDT, LDT, ALDT) have gen0 only; self-training methods list their start's gen0 as theirs.
@@ -29,8 +30,10 @@ def parse_run(text: str) -> tuple[str, int, list[str]]:
 
 
 def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
-    """One row per generation: the rank-1 (best on val) model's scores, the mean test mIoU of
-    all the generation's models, and the pseudo-label statistics."""
+    """One row per generation: the rank-1 (best on the development set) model's scores and path,
+    the mean test mIoU of all the generation's models, and the pseudo-label statistics; `chosen`
+    marks the generation whose best model has the best dev mIoU of the run (after gen0 where
+    there are later generations; GIST/RIST's result)."""
     rows = []
     for path in files:
         try:
@@ -44,7 +47,13 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         row = {"method": method, "seed": seed, "generation": int(best["generation"]), "models": len(table),
                **{k: float(best[k]) for k in SCORES}, "test_miou_models_mean": float(table["test_miou"].mean())}
         row.update({k: float(best[k]) for k in GENERATION_STATS})
+        path = best.get("path", "")
+        row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
         rows.append(row)
+    candidates = [r for r in rows if r["generation"] > 0] or rows
+    chosen = max(candidates, key=lambda r: (r["dev_miou"], -r["generation"]))
+    for r in rows:
+        r["chosen"] = int(r is chosen)
     return rows
 
 
@@ -52,12 +61,14 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
     """Methods x generations, each value the mean over seeds with its standard deviation
     (sample std; empty with one seed)."""
     per_run = pd.DataFrame([r for run in runs for r in run_rows(*run)])
-    values = [*SCORES, "test_miou_models_mean", *GENERATION_STATS]
+    values = ["dev_miou", *SCORES, "test_miou_models_mean", *GENERATION_STATS]
     order = {m: i for i, m in enumerate(dict.fromkeys(m for m, _, _ in runs))}
     out = []
     for (method, generation), group in per_run.groupby(["method", "generation"], sort=False):
         row = {"method": method, "label": LABELS.get(method, method), "generation": generation,
-               "seeds": group["seed"].nunique(), "models": int(group["models"].iloc[0])}
+               "seeds": group["seed"].nunique(), "models": int(group["models"].iloc[0]),
+               # the best model's path per seed, and in how many seeds the dev set chooses this generation
+               "path": "/".join(group["path"]) if group["path"].str.len().any() else "", "chosen": int(group["chosen"].sum())}
         for v in values:
             row[v] = group[v].mean()
             row[f"{v}_std"] = group[v].std(ddof=1) if len(group) > 1 else np.nan

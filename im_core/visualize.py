@@ -166,3 +166,62 @@ def plot_generations(tables: dict[str, list[str]], out: str | os.PathLike) -> No
     with atomic_output(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+PATH_COLOURS = {"L": "tab:blue", "P": "tab:orange", "M": "tab:green"}
+
+
+def _lineage_rows(tables: list[str]) -> dict[tuple[int, str], dict]:
+    """(generation, model id) -> the model's row; older tables lack dev_miou (-> val_miou) and path."""
+    import pandas as pd
+
+    rows = {}
+    for f in tables:
+        t = pd.read_csv(f)
+        t["dev_miou"] = t["dev_miou"] if "dev_miou" in t else t["val_miou"]
+        for column in ("parent", "path"):
+            t[column] = t[column].astype(object).fillna("").astype(str) if column in t else ""
+        rows.update({(int(r["generation"]), r["model_id"]): r for r in t.to_dict("records")})
+    return rows
+
+
+def plot_paths(tables: list[str], out: str | os.PathLike, title: str = "") -> dict:
+    """Every model by stage on the development and the test set, joined to its parent, the line
+    coloured by the model's own letter; the best model on the development set over the stages
+    >= 1 (ties: the earlier stage) starred, with its whole ancestry in bold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = _lineage_rows(tables)
+    parent = lambda r: rows.get((r["generation"] - 1, r["parent"])) if r["parent"] else None  # noqa: E731
+    pool = [r for r in rows.values() if r["generation"] >= 1] or list(rows.values())
+    chosen = min(pool, key=lambda r: (-r["dev_miou"], r["generation"], r["rank"]))
+    ancestry, r = [], chosen
+    while r is not None:
+        ancestry.append(r)
+        r = parent(r)
+    label = f"chosen {chosen['model_id']}: stage {chosen['generation']}, path {chosen['path'] or '-'}"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, column, name in zip(axes, ("dev_miou", "test_miou"), ("development", "test")):
+        for r in rows.values():
+            p, bold = parent(r), any(r is a for a in ancestry)
+            if p is not None:
+                ax.plot([p["generation"], r["generation"]], [p[column], r[column]], "-", lw=3 if bold else 1,
+                        color=PATH_COLOURS.get(r["path"][-1:], "grey"), alpha=1 if bold else 0.5, zorder=4 if bold else 2)
+        ax.scatter([r["generation"] for r in rows.values()], [r[column] for r in rows.values()], s=14, c="k", zorder=3)
+        ax.scatter([chosen["generation"]], [chosen[column]], marker="*", s=260, c="gold", edgecolors="k", zorder=5)
+        ax.set(title=f"{name} mIoU", xlabel="stage (generation)", ylabel="mIoU")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles = [Line2D([], [], color=c, label=k) for k, c in PATH_COLOURS.items()]
+    handles.append(Line2D([], [], marker="*", ls="", ms=14, mfc="gold", mec="k", label=label))
+    axes[0].legend(handles=handles, fontsize=7)
+    fig.suptitle(f"{title}: {label}" if title else label, fontsize=10)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return {"chosen": chosen["model_id"], "generation": int(chosen["generation"]), "path": chosen["path"],
+            "dev_miou": float(chosen["dev_miou"]), "test_miou": float(chosen["test_miou"])}

@@ -178,3 +178,15 @@ def test_comparison_inputs_are_checked(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="x.csv: not a generation metrics table"):
         compare.comparison_table([("im", 0, [str(tmp_path / "x.csv")])])
+
+
+def test_comparison_carries_paths_and_the_stage_the_development_set_chooses(tmp_path):
+    files = []
+    for g, (dev, path) in enumerate([(0.3, ""), (0.6, "P"), (0.5, "PL")]):
+        f = tmp_path / f"gen{g}.csv"
+        pd.read_csv(_metrics_csv(f, g, 0.4 + g / 10)).assign(dev_miou=[0.0, dev], path=["x", path]).to_csv(f, index=False)
+        files.append(str(f))
+    table = compare.comparison_table([("gist", 0, files), ("gist", 1, files)])
+    assert list(table["path"].fillna("")) == ["", "P/P", "PL/PL"]
+    assert list(table["chosen"]) == [0, 2, 0]  # gen1's dev mIoU is the best after gen0, in both seeds
+    assert list(table["dev_miou"]) == [0.3, 0.6, 0.5]

@@ -7,7 +7,7 @@ from im_core.config import resolve_dataset
 from im_core.data import prepare
 from im_core.sources import nearest_palette_index
 from im_core.io import atomic_output, open_store, write_array
-from im_core.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, preview_montage
+from im_core.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, plot_paths, preview_montage
 
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]]
 
@@ -87,3 +87,26 @@ def test_plot_generations_writes_png(tmp_path):
         t.to_csv(files[-1], index=False)
     plot_generations({"x": files}, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size == (1300, 380)
+
+
+def test_plot_paths_stars_the_best_on_the_development_set_after_gen0(tmp_path):
+    import pandas as pd
+    gens = [  # gen0 as an older table: no dev_miou (val_miou stands in), no path; its best is not a candidate
+        {"model_id": ["gen0_m0", "gen0_m1"], "parent": ["", ""], "val_miou": [0.9, 0.4], "test_miou": [0.5, 0.4]},
+        {"model_id": ["gen1_m0", "gen1_m1"], "parent": ["gen0_m0", "gen0_m0"], "path": ["L", "P"],
+         "dev_miou": [0.55, 0.6], "val_miou": [0.5, 0.6], "test_miou": [0.52, 0.58]},
+        {"model_id": [f"gen2_m{i}" for i in range(4)], "parent": ["gen1_m0", "gen1_m0", "gen1_m1", "gen1_m1"],
+         "path": ["LL", "LP", "PL", "PM"], "dev_miou": [0.5, 0.58, 0.7, 0.65], "val_miou": [0.5, 0.6, 0.6, 0.6],
+         "test_miou": [0.5, 0.55, 0.62, 0.66]},
+    ]
+    files = []
+    for g, columns in enumerate(gens):
+        t = pd.DataFrame({"generation": g, **columns})
+        t["rank"] = t["dev_miou" if "dev_miou" in t else "val_miou"].rank(ascending=False).astype(int)
+        files.append(str(tmp_path / f"gen{g}.csv"))
+        t.to_csv(files[-1], index=False)
+    summary = plot_paths(files, tmp_path / "paths.png", title="x")
+    assert summary == {"chosen": "gen2_m2", "generation": 2, "path": "PL", "dev_miou": 0.7, "test_miou": 0.62}
+    assert (tmp_path / "paths.png").stat().st_size > 0 and Image.open(tmp_path / "paths.png").size == (1100, 400)
+    assert cli(["plot-paths", "--tables", *files, "--out", str(tmp_path / "cli.png"), "--title", "x"]) == 0
+    assert (tmp_path / "cli.png").stat().st_size > 0

@@ -59,6 +59,31 @@ rule plot_experiment:
         "python -m im_core.cli plot --tables {params.tables} --out {output} --log {log}"
 
 
+rule plot_paths:
+    input:
+        experiment_tables,
+    output:
+        report(
+            "results/{exp}/paths.png",
+            caption="../report/paths.rst",
+            category="Paths",
+            labels={"experiment": "{exp}"},
+        ),
+    log:
+        "results/logs/{exp}/plot_paths.log",
+    benchmark:
+        "results/benchmarks/{exp}/plot_paths.tsv"
+    params:
+        code=code_version("visualize"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli plot-paths --tables {input} --out {output} --title {wildcards.exp:q} --log {log}"
+
 rule plot_experiments:
     input:
         unpack(all_experiment_tables),
