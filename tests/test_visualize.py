@@ -107,6 +107,8 @@ def test_plot_paths_stars_the_best_on_the_development_set_after_gen0(tmp_path):
         t.to_csv(files[-1], index=False)
     summary = plot_paths(files, tmp_path / "paths.png", title="x")
     assert summary == {"chosen": "gen2_m2", "generation": 2, "path": "PL", "dev_miou": 0.7, "test_miou": 0.62}
-    assert (tmp_path / "paths.png").stat().st_size > 0 and Image.open(tmp_path / "paths.png").size == (1100, 400)
+    assert (tmp_path / "paths.png").stat().st_size > 0
+    with Image.open(tmp_path / "paths.png") as png:
+        assert png.size == (1100, 400)
     assert cli(["plot-paths", "--tables", *files, "--out", str(tmp_path / "cli.png"), "--title", "x"]) == 0
     assert (tmp_path / "cli.png").stat().st_size > 0
