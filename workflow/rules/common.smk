@@ -165,6 +165,20 @@ def comparison_runs(w):
     return runs
 
 
+def continues_parents(exp):
+    """Whether some model of the experiment continues from a parent (its paths are worth a plot)."""
+    e = EXPERIMENTS[exp]
+    return any(imc.model_plan(e, g, i).parent for g in range(1, e["generations"] + 1)
+               for i in range(imc.models_in_generation(e, g)))
+
+
+def comparison_path_plots(w):
+    """The paths plot of every run of the comparison whose models continue from a parent (GIST, RIST, FIST)."""
+    comp = CONFIG["comparisons"].get(w.dataset, {})
+    names = [imm.experiment_name(w.dataset, row, s) for s in comp.get("seeds", []) for row in imm.comparison_rows(comp)]
+    return [f"results/{name}/paths.png" for name in names + list(comp.get("experiments", [])) if continues_parents(name)]
+
+
 def default_targets():
     """Tables, plots and previews of every default experiment, and the plot across them."""
     targets = []
@@ -172,7 +186,9 @@ def default_targets():
         last = EXPERIMENTS[name]["generations"]
         targets.append(f"results/{name}/gen{last}/metrics.csv")
         targets.append(f"results/{name}/generations.png")
-        targets += [f"results/{name}/gen{g}/preview.png" for g in range(1, last + 1)]
+        targets += [f"results/{name}/gen{g}/preview.png" for g in range(1, last + 1) if imc.uses_pseudo_labels(EXPERIMENTS[name], g)]
+        if continues_parents(name):
+            targets.append(f"results/{name}/paths.png")
     if CONFIG["default_experiments"]:
         targets.append("results/experiments.png")
     return targets

@@ -114,6 +114,7 @@ rule plot_experiments:
 rule compare_methods:
     input:
         unpack(comparison_runs),
+        paths=comparison_path_plots,
     output:
         table=report(
             "results/{dataset}/compare.csv",
@@ -132,7 +133,7 @@ rule compare_methods:
     benchmark:
         "results/benchmarks/{dataset}/compare_methods.tsv"
     params:
-        runs=lambda w, input: " ".join(f"{run}={','.join(input[run])}" for run in input.keys()),
+        runs=lambda w, input: " ".join(f"{run}={','.join(input[run])}" for run in input.keys() if run != "paths"),
         code=code_version("compare"),
     threads: 1
     resources:
