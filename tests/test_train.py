@@ -60,16 +60,20 @@ def _interrupt_after_saves(monkeypatch, saves: int) -> None:
     monkeypatch.setattr(resume, "save", save_then_stop)
 
 
-@pytest.mark.parametrize("trainer", ["supervised", "consistency"])
+@pytest.mark.parametrize("trainer", ["supervised", "consistency", "parent_with_mean_teacher"])
 def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeypatch, trainer):
     settings = dict(SETTINGS, steps=12, eval_every=3, model=dict(SETTINGS["model"], dropout=0.2),
                     augment=dict(SETTINGS["augment"], noise=5.0, blur=1.0))
     init = {}
-    if trainer == "consistency":
+    if trainer != "supervised":
         train.run(str(store), str(tmp_path / "start.pt"), SETTINGS, model_id="gen0_m0", progress=False)
         write_json(tmp_path / "sel.json", {"ranking": ["gen0_m0"], "selected": ["gen0_m0"]})
-        settings.update(trainer="consistency", consistency_weight=1.0)
         init = {"init_selection": str(tmp_path / "sel.json"), "init_checkpoints": [str(tmp_path / "start.pt")]}
+    if trainer == "consistency":
+        settings.update(trainer="consistency", consistency_weight=1.0)
+    elif trainer == "parent_with_mean_teacher":  # the EMA teacher's weights are part of the state
+        settings.update(init="parent", parent="rank:0", feature_consistency={
+            "feature_consistency": 1.0, "ema_decay": 0.9, "feature_dropout": 0.5})
     whole = train.run(str(store), str(tmp_path / "whole.pt"), settings, progress=False, **init)
     out = tmp_path / "resumed.pt"
     with monkeypatch.context() as m:
