@@ -1,16 +1,18 @@
 """Train one model on the labeled split, optionally plus a pseudo-label store.
 
-Trainers: `supervised` trains from scratch; `consistency` fine-tunes the previous generation's
-best model with cross-entropy on the labeled images plus an MSE between its probabilities on two
-noised views of each unlabeled image. AdamW or SGD, cosine or poly learning-rate schedule with
-linear warm-up (optim.py),
-flip and scale-crop augmentation (plus photometric noise if configured) applied to whole
-batches of the training set held as tensors (batches.py), on the numerical path runtime.py
-chooses (recorded in the checkpoint); validation every `eval_every` steps (default: every
-epoch), the checkpoint best by the selection's metric kept (`select_metric`; the consistency
-fine-tune's starting model is a candidate too). Seeds fix weights, data order and augmentation.
-At every validation the whole state is saved (resume.py), so a killed job continues where it
-stopped and ends as an uninterrupted run would.
+Trainers: `supervised` trains from scratch or continues a parent of the previous generation
+(`init: parent`, the parent named by rank or index: stages.py), on pooled pairs or a fixed
+share of ground truth per batch (L, P, FIST's mix); `consistency` fine-tunes the previous
+generation's best model with cross-entropy on the labeled images plus an MSE between its
+probabilities on two noised views of each unlabeled image. Optionally GIST/RIST's mean-teacher
+feature consistency (mean_teacher.py). AdamW or SGD, cosine or poly learning-rate schedule
+with linear warm-up (optim.py), flip and scale-crop augmentation (plus photometric noise if
+configured) applied to whole batches of the training set held as tensors (batches.py), on the
+numerical path runtime.py chooses (recorded in the checkpoint); validation on the development
+set every `eval_every` steps (default: every epoch), the checkpoint best by the selection's
+metric kept (`select_metric`; the consistency fine-tune's starting model is a candidate too).
+Seeds fix weights, data order and augmentation. At every validation the whole state is saved
+(resume.py), so a killed job continues where it stopped and ends as an uninterrupted run would.
 """
 from __future__ import annotations
 
