@@ -170,6 +170,9 @@ def test_config_checks_of_the_vocabulary():
     for name, (settings, message) in bad.items():
         with pytest.raises(InputError, match=message):
             imc.validate_config(_config(**{name: settings}))
+    shared = _config(base={}, other={"start_from": "base", "selection": {"top_k": 2, "dev_images": 5}})
+    with pytest.raises(InputError, match=r"gen0 settings differ from 'base' in \['dev_images'\]"):
+        imc.validate_config(shared)
 
 
 @pytest.fixture(scope="module")
