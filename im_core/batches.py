@@ -2,7 +2,8 @@
 
 `TrainingTensors` holds the images (N x C x H x W), labels and the blocked-input mask of the
 pseudo-labeled images; `Batches` draws shuffled epochs of augmented batches from it;
-`UnlabeledViews` draws two noised views of random unlabeled images (consistency trainer). No
+`UnlabeledViews` draws two noised views of random unlabeled images (consistency trainer), or
+one flipped batch of them (CCT). No
 per-sample Python and no worker processes: every batch is a handful of tensor operations.
 """
 from __future__ import annotations
@@ -148,10 +149,14 @@ class UnlabeledViews:
         self.batch_size, self.generator = batch_size, generator
         self.noise = augment if has_photometric(augment) else {**augment, **COPY_NOISE}
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def flipped(self) -> torch.Tensor:
+        """A batch of random unlabeled images, each flipped horizontally or not (CCT's unlabeled batch)."""
         device = self.images.device
         pick = torch.randint(len(self.images), (self.batch_size,), generator=self.generator, device=device).sort().values
         x = self.images[pick].float()
         flip = torch.rand(len(x), generator=self.generator, device=device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.flipped()
         return photometric(x, self.noise, self.generator), photometric(x, self.noise, self.generator)

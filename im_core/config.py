@@ -20,7 +20,7 @@ from .io import InputError
 from . import synthetic
 from .data import empty_split_message, split_sizes
 from .sources import SUIM_CLASSES, SUIM_PALETTE, split_list_missing
-from .methods import METHODS, deep_merge, expand_comparison
+from .methods import BASELINES, METHODS, deep_merge, expand_comparison
 from .schedules import noisy_student_settings
 from .stages import ModelPlan, beam_models, plan_model
 
@@ -254,8 +254,13 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
             errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
         if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"]:
             errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
-        if resolved["stage0"]["trainer"] != "supervised":
-            errors.append(f"{where}: {key}.stage0.trainer: gen0 has no teacher to fine-tune; use 'supervised'")
+        if resolved["stage0"]["trainer"] == "consistency":
+            errors.append(f"{where}: {key}.stage0.trainer: gen0 has no teacher to fine-tune; use 'supervised' or 'cct'")
+        if resolved["students"]["trainer"] == "cct" and g >= 1:
+            errors.append(f"{where}: {key}.students.trainer: 'cct' is a stage-0 trainer; set stage0.trainer: cct and "
+                          "let the students learn from its models")
+        if resolved["stage0"]["trainer"] == "cct" and not any(resolved["stage0"]["cct"]["decoders"].values()):
+            errors.append(f"{where}: {key}.stage0.cct.decoders: no auxiliary decoder; give at least one perturbation a count")
         consistency = resolved["students"]["trainer"] == "consistency"
         if consistency != (pl["builder"] == "none"):
             errors.append(f"{where}: {key}: students.trainer 'consistency' goes with pseudo_labels.builder 'none' "
@@ -362,7 +367,10 @@ def _expand_comparisons(config: dict, validator, where: str) -> list[str]:
         if base["start_from"]:
             errors.append(f"{where}: {key}.base: experiment {comp['base']!r} has start_from set; use one that trains its own gen0")
             continue
-        for name in comp["variants"]:
+        for name, variant in comp["variants"].items():
+            if variant.get("start") and variant["start"] not in BASELINES:
+                errors.append(f"{where}: {key}.variants.{name}.start: {variant['start']!r} is not a baseline to start "
+                              f"from; one of {list(BASELINES)}")
             if name in METHODS or name in comp["experiments"]:
                 errors.append(f"{where}: {key}.variants.{name}: a variant needs a name of its own, "
                               f"not a method's or a listed experiment's")
@@ -432,6 +440,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
         settings.update(dev_images=s["selection"]["dev_images"], dev_seed=exp["seed"])
     if trainer["trainer"] == "consistency":
         settings["consistency_weight"] = trainer["consistency_weight"]
+    if trainer["trainer"] == "cct":
+        settings["cct"] = trainer["cct"]
     if generation >= 1:
         plan = model_plan(exp, generation, model_index)
         if plan.parent and trainer["trainer"] != "consistency":

@@ -15,6 +15,8 @@ import copy
 # start: the baseline whose gen0 models a self-training method starts from
 METHODS: dict[str, dict] = {
     "fdt": {"generations": 0, "stage0": {"labels": "all"}},
+    "cct": {"generations": 0, "stage0": {"trainer": "cct"}},
+    "cct_im": {"start": "cct", "pseudo_labels": {"builder": "im"}},
     "ldt": {"generations": 0},
     "aldt": {"generations": 0, "train": {"labeled_copies": 9}},
     "model_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "model_ensemble"}},
@@ -37,11 +39,11 @@ METHODS: dict[str, dict] = {
     "rist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 3}, "selection": {"top_k": 3},
                 "students": {"search": "random", "paths": 3}},
 }
-BASELINES = ("fdt", "ldt", "aldt")
+BASELINES = ("fdt", "ldt", "aldt", "cct")
 # gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
 # the students' budget, as an epoch budget gives them in the authors' code
 STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
-LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "model_ensemble": "Model Ensemble",
+LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
           "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
           "gist_im": "GIST+IM", "rist_im": "RIST+IM"}
@@ -77,16 +79,19 @@ def comparison_rows(comparison: dict) -> dict[str, str]:
 def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, dict]:
     """Raw experiment configs (before defaults) for every row (method or variant) x seed of one
     comparison, plus the baselines the listed self-training methods start from."""
-    presets = {}
+    presets, starts = {}, {}
     for row, method in comparison_rows(comparison).items():
         preset = {k: v for k, v in METHODS[method].items() if k != "start"}
+        starts[row] = METHODS[method].get("start")
         if row != method:
             preset = deep_merge(preset, comparison["variants"][row].get("settings", {}))
+            starts[row] = comparison["variants"][row].get("start", starts[row])
         presets[row] = (method, preset)
     for row, (method, _) in list(presets.items()):
-        start = METHODS[method].get("start")
+        start = starts[row]
         if start and start not in presets:
             presets[start] = (start, {k: v for k, v in METHODS[start].items() if k != "start"})
+            starts[start] = None
     shared = deep_merge(base, comparison["settings"])
     experiments = {}
     for seed in comparison["seeds"]:
@@ -97,7 +102,9 @@ def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, d
             exp["seed"] = seed
             if method not in BASELINES:
                 exp["generations"] = comparison["generations"]
-                exp["start_from"] = experiment_name(dataset, METHODS[method]["start"], seed)
+                exp["start_from"] = experiment_name(dataset, starts[row], seed)
+                # gen0 is the start's: its stage-0 trainer too (CCT), so the shared gen0 settings match
+                exp["stage0"] = deep_merge(exp.get("stage0", {}), METHODS[starts[row]].get("stage0", {}))
             else:
                 exp["start_from"] = None
             experiments[experiment_name(dataset, row, seed)] = exp

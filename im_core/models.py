@@ -58,10 +58,7 @@ class UNet(nn.Module):
         )
         self.dec = nn.ModuleList([DecoderBlock(w[i], w[i - 1] if i else w[0], dropout) for i in (3, 2, 1, 0)])
         self.head = nn.Conv2d(w[0], out_channels, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        _init_convolutions(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]
@@ -69,15 +66,50 @@ class UNet(nn.Module):
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the bottleneck features (N x C x H/16 x W/16), the deepest ones before
         the decoder (what GIST/RIST's consistency loss compares)."""
+        features = self.encode(x)
+        return self.decode(features), features[0]
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features: the bottleneck first, then the skips from the deepest to the
+        shallowest (the order the decoder takes them in)."""
         x = self.stem(x / 255.0)
         skips = []
         for block in self.enc:
             skip, x = block(x)
             skips.append(skip)
-        features = x = self.bottleneck(x)
-        for block, skip in zip(self.dec, reversed(skips)):
-            x = block(x, skip)
-        return self.head(x), features
+        return [self.bottleneck(x), *reversed(skips)]
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return run_decoder(self.dec, self.head, features)
+
+
+def run_decoder(blocks: nn.ModuleList, head: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    """Logits from encoder features (bottleneck, then skips deepest first) through decoder blocks and a head."""
+    x = features[0]
+    for block, skip in zip(blocks, features[1:]):
+        x = block(x, skip)
+    return head(x)
+
+
+class Decoder(nn.Module):
+    """A decoder of the U-Net's structure on its own (CCT's auxiliary decoders)."""
+
+    def __init__(self, out_channels: int, alpha: float = 1.0, dropout: float = 0.0):
+        super().__init__()
+        w = [int(f * alpha) for f in (16, 32, 64, 128, 256)]
+        self.dec = nn.ModuleList([DecoderBlock(w[i], w[i - 1] if i else w[0], dropout) for i in (3, 2, 1, 0)])
+        self.head = nn.Conv2d(w[0], out_channels, 1)
+        _init_convolutions(self)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return run_decoder(self.dec, self.head, features)
+
+
+def _init_convolutions(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
 
 
 def count_parameters(model: nn.Module, include_bn_statistics: bool = True) -> int:

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .augment import augmented_copies
 from .batches import Batches, TrainingTensors, UnlabeledViews
 from .data import read_dev, read_split, training_arrays
 from .io import InputError, atomic_output, check_claim, open_store, read_json
+from .cct import CrossConsistency
 from .mean_teacher import MeanTeacher
 from .losses import output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
@@ -169,11 +171,12 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   path: NumericPath, x: torch.Tensor, y: torch.Tensor, task: str, ignore: int,
                   views: tuple[torch.Tensor, torch.Tensor] | None = None, consistency_weight: float = 0.0,
-                  mean_teacher: MeanTeacher | None = None) -> torch.Tensor:
+                  mean_teacher: MeanTeacher | None = None, unlabeled_loss: Callable[[], torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """One optimizer step on an augmented batch (plus, for the consistency trainer, the MSE
     between the probabilities on two views of unlabeled images; with a mean teacher, the
-    feature consistency loss on the batch, and the teacher's update after the step); returns
-    the loss."""
+    feature consistency loss on the batch, and the teacher's update after the step; CCT's loss
+    on unlabeled images, `unlabeled_loss`); returns the loss."""
     x = path.input(x)
     with path.autocast():
         if mean_teacher is not None:
@@ -184,6 +187,9 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
     loss = segmentation_loss(logits.float(), y.to(logits.device, non_blocking=True), task, ignore)
     if mean_teacher is not None:
         loss = loss + feature_loss
+    if unlabeled_loss is not None:
+        with path.autocast():
+            loss = loss + unlabeled_loss()
     if views is not None:
         with path.autocast():
             p1, p2 = (probabilities(forward(path.input(v)).float(), task) for v in views)
@@ -198,18 +204,19 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
 
 
 def training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   batches: Batches, mean_teacher: MeanTeacher | None = None) -> dict:
-    """What the loop needs besides its bookkeeping to go on exactly where it is (resume.py)."""
+                   batches: Batches, extras: dict | None = None) -> dict:
+    """What the loop needs besides its bookkeeping to go on exactly where it is (resume.py);
+    `extras`: the add-ons with weights of their own (the EMA teacher, CCT's decoders) by name."""
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
             "batches": batches.state(), "random": resume.random_states(),
-            "mean_teacher": mean_teacher.state_dict() if mean_teacher else None}
+            "extras": {name: extra.state_dict() for name, extra in (extras or {}).items()}}
 
 
 def restore_training(saved: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, batches: Batches, mean_teacher: MeanTeacher | None = None) -> None:
+                     scaler: torch.amp.GradScaler, batches: Batches, extras: dict | None = None) -> None:
     model.load_state_dict(saved["model"])
-    if mean_teacher is not None:
-        mean_teacher.load_state_dict(saved["mean_teacher"])
+    for name, extra in (extras or {}).items():
+        extra.load_state_dict(saved["extras"][name])
     opt.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
     batches.load_state(saved["batches"])
@@ -246,21 +253,27 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
     model, model_args, parent = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
                                               init_checkpoints, model_id)
-    consistency = settings.get("trainer", "supervised") == "consistency"
+    trainer = settings.get("trainer", "supervised")
+    consistency = trainer == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
-                                settings["augment"], generator, data_device) if consistency else None)
+                                settings["augment"], generator, data_device) if trainer in ("consistency", "cct")
+                 else None)
+    cct = (CrossConsistency(settings["cct"], model_args["out_channels"], model_args["alpha"], task, len(class_names),
+                            path.device) if trainer == "cct" else None)
     batches = Batches(train_data, settings["batch_size"], settings["augment"], generator,
                       settings.get("pseudo_augment"), settings.get("labeled_share"))
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
-    opt = make_optimizer(model, settings)
+    opt = make_optimizer(torch.nn.ModuleList([model, cct.decoders]) if cct else model, settings)
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
     feature_consistency = settings.get("feature_consistency")
     mean_teacher = (MeanTeacher(model, feature_consistency["ema_decay"], feature_consistency["feature_dropout"],
                                 feature_consistency["feature_consistency"]) if feature_consistency else None)
     # the feature consistency loss calls the model's forward_with_features, which a compiled model does not have
-    forward = torch.compile(model) if path.compile and mean_teacher is None else model
+    extras = {name: extra for name, extra in (("mean_teacher", mean_teacher), ("cct", cct)) if extra is not None}
+    # the feature losses call the model's forward_with_features/encode, which a compiled model does not have
+    forward = torch.compile(model) if path.compile and not extras else model
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
              len(train_data), n_labeled, train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total,
@@ -276,7 +289,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     state_key = f"{job_fingerprint}:{data_device}"
     saved = resume.load(state_file, state_key)
     if saved is not None:
-        restore_training(saved, model, opt, scaler, batches, mean_teacher)
+        restore_training(saved, model, opt, scaler, batches, extras)
         best, history, first_step = saved["best"], saved["history"], saved["step"] + 1
         resumed_at, elapsed = saved["resumed_at"] + [saved["step"]], saved["train_seconds"]
         log.info("resuming from step %d of %d (%s)", saved["step"], total, state_file)
@@ -298,8 +311,10 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             group["lr"] = lr_at(step - 1, total, settings["lr"], warmup, settings.get("schedule", "cosine"),
                                 settings.get("poly_power", 0.9))
         views = unlabeled.sample() if consistency else None
+        cct_batch = path.input(unlabeled.flipped()) if cct else None
         loss = training_step(forward, opt, scaler, path, *next(batches), task, ignore, views,
-                             settings.get("consistency_weight", 0.0), mean_teacher)
+                             settings.get("consistency_weight", 0.0), mean_teacher,
+                             (lambda: cct.loss(model, cct_batch, step, total)) if cct else None)
         bar.update(1)
         # evaluation
         if step % eval_every == 0 or step == total:
@@ -312,7 +327,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             if scores[select_metric] > best["score"]:
                 best = {"score": scores[select_metric], "scores": scores, "step": step, "state_dict": _cpu_state(model)}
             check_claim(out)  # an orphaned job stops here once a newer run has taken the job over
-            resume.save(state_file, training_state(model, opt, scaler, batches, mean_teacher) | {
+            resume.save(state_file, training_state(model, opt, scaler, batches, extras) | {
                 "fingerprint": state_key, "step": step, "best": best, "history": history,
                 "resumed_at": resumed_at, "train_seconds": time.time() - started})
     bar.close()

@@ -57,7 +57,7 @@ wildcard_constraints:
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
     "prepare": ["data", "sources", "synthetic", "io"],
-    "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "stages", "runtime", "data", "models",
+    "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages", "runtime", "data", "models",
               "losses", "metrics", "predict", "io"],
     "predict": ["predict", "runtime", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
