@@ -1,0 +1,106 @@
+"""CCT against LDT at stage 0, and IM from CCT's models against IM from LDT's.
+
+    python bench/cct.py demo ph2 dsb2018 --cores 2
+    python bench/cct.py demo --step-time-only
+
+For each data set: the comparison of config.yaml (data set, model, budget, selection; seed 0)
+with LDT, CCT (the compact decoder set), CCT with the paper's full set, IM from LDT and IM from
+CCT over 3 generations, in results/bench/cct/ (its own config) through Snakemake; one table of
+test mIoU by generation of the best-on-validation model. First, the time per training step of
+CCT relative to supervised training, measured side by side on the data set's training data
+(same model, batch and numerical path). Written to results/bench/cct.md.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+from report import markdown_table, publish  # noqa: E402
+from im_core.cct import FULL_DECODERS  # noqa: E402
+
+ROWS = {"ldt": "LDT", "cct": "CCT (compact: 3 decoders)", "cct_full": "CCT (full: 30 decoders)",
+        "im": "IM from LDT", "cct_im": "IM from CCT"}
+
+
+def bench_config(datasets: list[str], generations: int) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    for ds in config["datasets"].values():
+        if ds.get("path"):
+            ds["path"] = str((REPO / ds["path"]).resolve())
+    comparisons = {}
+    for name in datasets:
+        comp = copy.deepcopy(config["comparisons"][name])
+        comp.update(methods=["ldt", "cct", "im", "cct_im"], seeds=[0], generations=generations,
+                    variants={"cct_full": {"method": "cct", "settings": {"stage0": {"cct": {"decoders": FULL_DECODERS}}}}})
+        comparisons[name] = comp
+    config.update(comparisons=comparisons, default_experiments=[])
+    return config
+
+
+def step_times(workdir: Path, config_file: Path, dataset: str, steps: int) -> dict[str, float]:
+    """Seconds per training step of LDT's and CCT's gen0 settings on the prepared data store."""
+    from im_core import config as imc, train
+    experiments = imc.validate_config(yaml.safe_load(config_file.read_text()))["experiments"]
+    store = workdir / "results" / dataset / "data.zarr"
+    out = {}
+    for row in ("ldt", "cct", "cct_full"):
+        settings = imc.train_settings(experiments[f"{dataset}/compare/{row}/seed0"], 0, 0)
+        settings.update(steps=steps, eval_every=steps)
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            train.run(str(store), f"{tmp}/m.pt", settings, progress=False)
+            out[row] = (time.perf_counter() - started) / steps
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--generations", type=int, default=3)
+    ap.add_argument("--cores", default="2")
+    ap.add_argument("--timing-steps", type=int, default=100)
+    ap.add_argument("--step-time-only", action="store_true")
+    ap.add_argument("--directory", default=str(REPO / "results" / "bench" / "cct"))
+    args = ap.parse_args()
+    workdir = Path(args.directory)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(bench_config(args.datasets, args.generations)))
+    sections = [f"# CCT as stage 0\n\n`python bench/cct.py {' '.join(args.datasets)} --cores {args.cores}`; seed 0; "
+                "test mIoU (data-set level) of the model ranked best on validation.\n"]
+    snake = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+             "--configfile", str(config_file), "--cores", str(args.cores), "--"]
+    for dataset in args.datasets:
+        subprocess.run(snake + [f"results/{dataset}/data.zarr"], check=True)
+        times = step_times(workdir, config_file, dataset, args.timing_steps)
+        timing = ", ".join(f"{ROWS[r]} {t * 1000:.1f} ms ({t / times['ldt']:.2f}x)" for r, t in times.items())
+        section = f"## {dataset}\n\nTime per training step, one job, {args.timing_steps} steps each: {timing}\n"
+        if not args.step_time_only:
+            started = time.time()
+            subprocess.run(snake + [f"results/{dataset}/compare.csv"], check=True)
+            table = pd.read_csv(workdir / "results" / dataset / "compare.csv")
+            gens = sorted(table["generation"].unique())
+            rows = []
+            for method, label in ROWS.items():
+                cells = {int(r["generation"]): f"{r['test_miou']:.3f}" for _, r in table[table["method"] == method].iterrows()}
+                rows.append([label, *[cells.get(g, "") for g in gens]])
+            section += (f"\nwall time {time.time() - started:.0f} s\n\n"
+                        + markdown_table(["method", *[f"gen{g}" for g in gens]], rows))
+        sections.append(section)
+    publish("\n".join(sections), REPO / "results" / "bench" / "cct.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
