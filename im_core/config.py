@@ -252,7 +252,7 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
         models = _fewest_models(resolved, g)
         if sel["top_k"] > models:
             errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
-        if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"]:
+        if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"] and exp["generations"] >= 1:
             errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
         if resolved["stage0"]["trainer"] == "consistency":
             errors.append(f"{where}: {key}.stage0.trainer: gen0 has no teacher to fine-tune; use 'supervised' or 'cct'")
