@@ -125,6 +125,7 @@ class Batches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         picks = [pool.next() for pool in self.pools]
         pick = picks[0] if len(picks) == 1 else torch.cat(picks)
+        self.last_pseudo = self.data.pseudo[pick]  # which pairs of the batch are pseudo-labeled (DST's loss)
         x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
                                 self.augment, self.generator, self.data.pseudo[pick], self.pseudo_augment)
         return x, y

@@ -58,13 +58,17 @@ def cmd_score(a):
 
 def cmd_select(a):
     from . import selection
-    return selection.run(a.scores, a.out, _settings(a.settings), a.generation)
+    return selection.run(a.scores, a.out, _settings(a.settings), a.generation, previous=a.previous)
 
 
 def cmd_pseudo(a):
     from . import pseudo
     return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation,
                       checkpoints=a.checkpoints, parent=a.parent)
+
+
+def _count_or_per_class(text: str) -> int | str:
+    return text if text == "per_class" else int(text)
 
 
 def _pseudo_by_model(entries: list[str] | None) -> dict[str, str]:
@@ -171,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("score", cmd_score, "score a predictions store on val and test (and the development set)")
     sp.add_argument("--predictions", required=True)
     sp.add_argument("--data", required=True)
-    sp.add_argument("--dev-images", type=int, help="the development set: this many val images (default: all)")
+    sp.add_argument("--dev-images", type=_count_or_per_class,
+                    help="the development set: this many val images, or per_class (default: all)")
     sp.add_argument("--dev-seed", type=int, default=0, help="the seed that draws them")
     sp.add_argument("--out", required=True)
 
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scores", nargs="+", required=True)
     sp.add_argument("--settings", required=True)
     sp.add_argument("--generation", type=int, required=True)
+    sp.add_argument("--previous", help="the previous generation's selection (its best model so far carries over)")
     sp.add_argument("--out", required=True)
 
     sp = add("pseudo", cmd_pseudo, "build pseudo-labels (IM or a baseline builder) from the selected teachers")

@@ -252,7 +252,8 @@ def _check_experiment(name: str, exp: dict, config: dict, validator, where: str)
         models = _fewest_models(resolved, g)
         if sel["top_k"] > models:
             errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
-        if pl["builder"] in ENSEMBLE_BUILDERS and pl["teachers"] > sel["top_k"] and exp["generations"] >= 1:
+        uses_teachers = pl["builder"] in ENSEMBLE_BUILDERS or (pl["builder"] == "class_balanced" and pl["agreement"])
+        if uses_teachers and pl["teachers"] > sel["top_k"] and exp["generations"] >= 1:
             errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
         if resolved["stage0"]["trainer"] == "consistency":
             errors.append(f"{where}: {key}.stage0.trainer: gen0 has no teacher to fine-tune; use 'supervised' or 'cct'")
@@ -450,6 +451,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> dict:
             settings["parent"] = plan.parent
         if plan.labeled_share is not None:
             settings["labeled_share"] = plan.labeled_share
+    if generation >= 1 and trainer["dynamic_gamma"] > 0:
+        settings["dynamic_gamma"] = trainer["dynamic_gamma"]
     if generation >= 1 and trainer["feature_consistency"] > 0:
         settings["feature_consistency"] = {k: trainer[k] for k in ("feature_consistency", "ema_decay", "feature_dropout")}
     if generation >= 1 and s["noisy_student"]["enabled"]:
@@ -462,8 +465,15 @@ ENSEMBLE_BUILDERS = ("im", "model_ensemble")  # builders that use the top-n teac
 
 
 def pseudo_settings(exp: dict, generation: int) -> dict:
-    """Pseudo-labels of generation g are built from generation g-1's teachers with g's settings."""
-    return dict(generation_settings(exp, generation)["pseudo_labels"])
+    """Pseudo-labels of generation g are built from generation g-1's teachers with g's settings
+    (the class-balanced builder: with round g's ratio in place of the list)."""
+    settings = dict(generation_settings(exp, generation)["pseudo_labels"])
+    ratios = settings.pop("ratios")
+    if settings["builder"] == "class_balanced":
+        settings["ratio"] = ratios[min(max(generation, 1), len(ratios)) - 1]
+    else:
+        settings.pop("agreement")
+    return settings
 
 
 def selection_settings(exp: dict, generation: int) -> dict:

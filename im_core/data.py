@@ -214,18 +214,31 @@ def read_split(store, split: str, with_masks: bool = True) -> SplitArrays:
     return SplitArrays(images, masks, idx)
 
 
-def dev_positions(n_val: int, dev_images: int | None, seed: int) -> np.ndarray:
-    """Positions within the validation split of the development set: `dev_images` of them drawn
-    once from `seed` (sorted), or all of them (None, or a cap not below the split's size)."""
+def dev_positions(n_val: int, dev_images: int | str | None, seed: int, masks: np.ndarray | None = None,
+                  num_classes: int = 0) -> np.ndarray:
+    """Positions within the validation split of the development set, drawn once from `seed`
+    (sorted): `dev_images` of them; or "per_class" (DST-CBC's valtiny), for each class in turn
+    the first image in the drawn order that shows it and is not chosen yet (about one image per
+    class; `masks` and `num_classes` needed); or all of them (None, or a cap not below the
+    split's size)."""
+    order = np.random.default_rng([seed, 5050]).permutation(n_val)
+    if dev_images == "per_class":
+        chosen = []
+        for c in range(num_classes):
+            shows = (masks[:, c] == 1).reshape(n_val, -1).any(1) if masks.ndim == 4 else (masks == c).reshape(n_val, -1).any(1)
+            first = next((i for i in order if shows[i] and i not in chosen), None)
+            if first is not None:
+                chosen.append(first)
+        return np.sort(np.array(chosen, dtype=np.int64))
     if not dev_images or dev_images >= n_val:
         return np.arange(n_val)
-    return np.sort(np.random.default_rng([seed, 5050]).permutation(n_val)[:dev_images])
+    return np.sort(order[:dev_images])
 
 
-def read_dev(store, dev_images: int | None, seed: int) -> SplitArrays:
-    """The development set: the validation split, or `dev_images` of its images (dev_positions)."""
+def read_dev(store, dev_images: int | str | None, seed: int) -> SplitArrays:
+    """The development set: the validation split, or part of it (dev_positions)."""
     val = read_split(store, "val")
-    keep = dev_positions(len(val.index), dev_images, seed)
+    keep = dev_positions(len(val.index), dev_images, seed, val.masks, len(store.attrs["class_names"]))
     return SplitArrays(val.images[keep], val.masks[keep], val.index[keep])
 
 

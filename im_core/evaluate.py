@@ -10,7 +10,7 @@ from .io import open_store, read_json, write_json, atomic_output
 
 
 def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] = ("val", "test"),
-                dev_images: int | None = None, dev_seed: int = 0) -> dict:
+                dev_images: int | str | None = None, dev_seed: int = 0) -> dict:
     """Metrics of one model on the val and test splits, and on the development set (`dev`: the
     val split, or `dev_images` of its images drawn from `dev_seed`, which rank the models) -> JSON."""
     pred_store, data_store = open_store(predictions), open_store(data)
@@ -26,7 +26,7 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
         pred = pred_store[f"{split}/labels"][:]
         result[split] = score(pred, truth.masks) | {"images": len(truth.index)}
         if split == "val":
-            dev = dev_positions(len(truth.index), dev_images, dev_seed)
+            dev = dev_positions(len(truth.index), dev_images, dev_seed, truth.masks, len(attrs["class_names"]))
             result["dev"] = (dict(result["val"]) if len(dev) == len(truth.index)
                              else score(pred[dev], truth.masks[dev]) | {"images": len(dev)})
     write_json(out, result)
@@ -51,7 +51,7 @@ def pseudo_label_statistics(pseudo: str, data: str) -> dict:
         truth = data_store["masks"].get_orthogonal_selection((index[keep],))
         labels = store["labels"].get_orthogonal_selection((np.flatnonzero(keep),))
         stats.update(metrics.pseudo_label_quality(labels[has_truth], truth[has_truth], data_store.attrs["ignore_index"],
-                                                  len(data_store.attrs["class_names"])))
+                                                  len(data_store.attrs["class_names"]), data_store.attrs["class_names"]))
     return stats
 
 
@@ -70,10 +70,12 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
         row = {"generation": generation, "model_id": s["model_id"], "rank": sel["ranking"].index(s["model_id"]) + 1,
                "selected": "yes" if s["model_id"] in sel["selected"] else "no",
                "init": lineage.get("init", ""), "parent": lineage.get("parent", ""),
-               "label_source": lineage.get("label_source", ""), "path": lineage.get("path", "")}
+               "label_source": lineage.get("label_source", ""), "path": lineage.get("path", ""),
+               "best_so_far": sel.get("best_so_far", {}).get("model_id", "")}
         for split in ("dev", "val", "test"):
             row.update({f"{split}_{k}": v for k, v in s.get(split, s["val"]).items() if k != "images"})
-        row.update(stats[pseudo[s["model_id"]]] if s["model_id"] in pseudo else NO_PSEUDO_LABELS)
+        row.update(NO_PSEUDO_LABELS)
+        row.update(stats.get(pseudo.get(s["model_id"]), {}))
         rows.append(row)
     return pd.DataFrame(rows).sort_values("rank")
 

@@ -37,6 +37,29 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, task: str, ign
     return (per_pixel * valid).sum() / count
 
 
+def dynamic_loss(logits: torch.Tensor, target: torch.Tensor, pseudo: torch.Tensor, gamma: float, task: str,
+                 ignore_index: int = 255) -> torch.Tensor:
+    """DST's dynamic loss: per-pixel cross-entropy, a pseudo-labeled pair's pixels (`pseudo`: N
+    bool) weighted by the model's detached probability of their target to the power `gamma`,
+    ground truth weighted 1; the sum over the batch's non-ignored pixels divided by their count
+    (not by the sum of the weights). gamma = 0 is `segmentation_loss`."""
+    valid = target != ignore_index
+    count = valid.sum().clamp(min=1)
+    if task == "multiclass":
+        safe = torch.where(valid, target, 0).long()
+        per_pixel = F.cross_entropy(logits, safe, reduction="none")
+        p_target = logits.detach().softmax(1).gather(1, safe[:, None])[:, 0]
+    else:
+        logits = logits[:, 0] if task == "binary" else logits
+        safe = torch.where(valid, target, 0).to(logits.dtype)
+        per_pixel = F.binary_cross_entropy_with_logits(logits, safe, reduction="none")
+        p_on = logits.detach().sigmoid()
+        p_target = torch.where(safe > 0, p_on, 1 - p_on)
+    shape = (-1,) + (1,) * (per_pixel.ndim - 1)
+    weight = torch.where(pseudo.view(shape), p_target.pow(gamma), torch.ones_like(p_target))
+    return (per_pixel * weight * valid).sum() / count
+
+
 @torch.no_grad()
 def discretize(logits: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
     """Hard labels as uint8: argmax over the real classes (an extra IM channel is never chosen),

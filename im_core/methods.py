@@ -38,6 +38,22 @@ METHODS: dict[str, dict] = {
                 "students": {"search": "beam", "beam_width": 2}},
     "rist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 3}, "selection": {"top_k": 3},
                 "students": {"search": "random", "paths": 3}},
+    # DST-CBC's rounds (Table 5a's ablation): each round fine-tunes the best model so far on half
+    # ground truth, half pseudo-labels of that model; st: every pixel, plain cross-entropy; dst:
+    # the dynamic loss; dst_cbc: its class-balanced curriculum; dst_cbc_im: inside the agreement
+    # of the previous round's top 2
+    "st": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "ratios": [1.0]}, "selection": {"top_k": 1},
+           "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5}},
+    "dst": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "ratios": [1.0]}, "selection": {"top_k": 1},
+            "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                         "dynamic_gamma": 9}},
+    "dst_cbc": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced"}, "selection": {"top_k": 1},
+                "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                             "dynamic_gamma": 9}},
+    "dst_cbc_im": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "agreement": True, "teachers": 2},
+                   "selection": {"top_k": 2},
+                   "students": {"models": 2, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                                "dynamic_gamma": 9}},
 }
 BASELINES = ("fdt", "ldt", "aldt", "cct")
 # gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
@@ -46,7 +62,8 @@ STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
 LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
           "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
-          "gist_im": "GIST+IM", "rist_im": "RIST+IM"}
+          "gist_im": "GIST+IM", "rist_im": "RIST+IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
+          "dst_cbc_im": "DST-CBC+IM"}
 
 
 def deep_merge(base: dict, update: dict) -> dict:

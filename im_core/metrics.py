@@ -77,13 +77,23 @@ def score(pred: np.ndarray, target: np.ndarray, class_names: list[str], ignore_i
     return out
 
 
-def pseudo_label_quality(pseudo: np.ndarray, target: np.ndarray, ignore_index: int, num_classes: int) -> dict:
+def pseudo_label_quality(pseudo: np.ndarray, target: np.ndarray, ignore_index: int, num_classes: int,
+                         class_names: list[str] | None = None) -> dict:
     """Coverage = share of pixels (with known ground truth) that got a real-class pseudo-label;
-    accuracy = share of those that are right. IM-class and ignored pixels count as uncovered."""
+    accuracy = share of those that are right. IM-class and ignored pixels count as uncovered.
+    With class names (multi-class and binary), per class too: `pseudo_coverage_<c>` the share of
+    the class's true pixels that got a pseudo-label, `pseudo_accuracy_<c>` the share of the
+    pixels labeled c that are c."""
     known = target != ignore_index
     covered = known & (pseudo != ignore_index) & (pseudo < (2 if pseudo.ndim == 4 else num_classes))
     n_known, n_covered = int(known.sum()), int(covered.sum())
-    return {
+    out = {
         "pseudo_coverage": n_covered / n_known if n_known else float("nan"),
         "pseudo_accuracy": float((pseudo[covered] == target[covered]).mean()) if n_covered else float("nan"),
     }
+    if class_names and pseudo.ndim == 3:
+        for c, name in enumerate(class_names):
+            truly, labeled = known & (target == c), covered & (pseudo == c)
+            out[f"pseudo_coverage_{name}"] = float((truly & covered).sum() / truly.sum()) if truly.any() else float("nan")
+            out[f"pseudo_accuracy_{name}"] = float((target[labeled] == c).mean()) if labeled.any() else float("nan")
+    return out

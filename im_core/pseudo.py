@@ -21,6 +21,7 @@ from skimage.morphology import dilation, erosion, footprint_rectangle
 
 from .io import InputError, atomic_output, create_array, open_store, read_json
 from .data import label_shape, split_indices
+from .curriculum import assign, class_keys, key_count, sample_confidences, thresholds
 from .stages import parent_id
 
 LABEL_MODES = ("ignore", "im_class")
@@ -96,7 +97,7 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
     return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
 
 
-BUILDERS = ("im", "model_ensemble", "input_ensemble", "best_teacher", "parent")
+BUILDERS = ("im", "model_ensemble", "input_ensemble", "best_teacher", "parent", "class_balanced")
 ONE_TEACHER_BUILDERS = ("best_teacher", "parent")  # one model's prediction: Label Erase applies
 
 
@@ -113,15 +114,20 @@ def label_erase(labels: np.ndarray, confidence: np.ndarray, threshold: float, ig
     return out, (erased.any(1) if erased.ndim == 4 else erased)
 
 
-def choose_teachers(builder: str, selection: dict, teachers: int, parent: str | None, generation: int) -> list[str]:
-    """The model ids the builder reads: the selection's top-n (or best), or one student's parent."""
+def choose_teachers(builder: str, selection: dict, teachers: int, parent: str | None, generation: int,
+                    agreement: bool = False) -> list[str]:
+    """The model ids the builder reads: the selection's top-n (or best), one student's parent,
+    or (class_balanced) the best model so far, followed, for its agreement filter, by the top-n."""
+    if builder == "class_balanced":
+        best = parent_id("best_so_far", selection, generation)
+        return list(dict.fromkeys([best, *(selection["selected"][:teachers] if agreement else [])]))
     if builder != "parent":
         return selection["selected"][: teacher_count(builder, teachers)]
     if not parent:
         raise InputError("pseudo_labels.builder 'parent' builds one student's pseudo-labels: pass --parent "
                          "(rank:<r> or index:<i> of the previous generation)")
     try:
-        return [parent_id(parent, selection["ranking"], generation)]
+        return [parent_id(parent, selection, generation)]
     except ValueError as e:
         raise InputError(f"--parent {parent}: {e}") from e
 
@@ -148,7 +154,7 @@ def _teacher_source(builder: str, chosen: list[str], stores: dict, checkpoints: 
     those images (n x ...) and, where Label Erase needs it, the one teacher's confidence."""
     rerun = builder in ("model_ensemble", "input_ensemble") or (
         settings.get("label_erase", 0) > 0 and settings.get("temperature", 1.0) != 1.0)
-    erase = builder in ONE_TEACHER_BUILDERS and settings.get("label_erase", 0) > 0
+    erase = (builder in ONE_TEACHER_BUILDERS and settings.get("label_erase", 0) > 0) or builder == "class_balanced"
     if rerun:
         from .predict import checkpoints_by_id, load_checkpoint
         from .runtime import choose_path, pick_device
@@ -186,6 +192,28 @@ def tempered_prediction(model, images: np.ndarray, task: str, num_classes: int, 
     return np.concatenate(labels)[None], np.concatenate(conf)
 
 
+def _agreement(preds: np.ndarray, task: str, settings: dict) -> np.ndarray:
+    """Where the teachers agree (the class-balanced builder's IM filter), shaped to broadcast
+    over the labels; everywhere without the filter or with one teacher."""
+    valid = ~inconsistency_mask(preds, task == "multilabel")
+    if not settings.get("agreement", False) or len(preds) == 1:
+        valid[:] = True
+    return valid[:, None] if task == "multilabel" else valid
+
+
+def curriculum_thresholds(teachers, n: int, task: str, num_classes: int, settings: dict) -> np.ndarray:
+    """DST-CBC's per-class thresholds (uint8 units) over the whole unlabeled split, from the best
+    model's confidence, inside the teachers' agreement where that filter is on."""
+    count = key_count(task, num_classes)
+    samples = [[] for _ in range(count)]
+    for start in range(0, n, CHUNK_IMAGES):
+        preds, confidence = teachers(slice(start, min(n, start + CHUNK_IMAGES)), None, task, num_classes)
+        keys = class_keys(preds[0], task == "multilabel")
+        for k, values in enumerate(sample_confidences(keys, confidence, _agreement(preds, task, settings), count)):
+            samples[k].append(values)
+    return thresholds([np.concatenate(v) for v in samples], settings["ratio"])
+
+
 def run(data: str, selection: str, predictions: list[str], out: str, settings: dict, generation: int,
         checkpoints: list[str] | None = None, parent: str | None = None) -> dict:
     """Build the pseudo-label store of `generation` from the teachers named in `selection` (or,
@@ -193,7 +221,8 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
     builder = settings.get("builder", "im")
     if builder not in BUILDERS:
         raise InputError(f"pseudo_labels.builder: {builder!r} makes no pseudo-labels; builders: {list(BUILDERS)}")
-    chosen = choose_teachers(builder, read_json(selection), settings.get("teachers", 1), parent, generation)
+    chosen = choose_teachers(builder, read_json(selection), settings.get("teachers", 1), parent, generation,
+                             settings.get("agreement", False))
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]
     if missing:
@@ -208,7 +237,10 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
     # one prediction has no inconsistency: the IM-only settings do nothing for the other builders
     label_mode = settings["label_mode"] if builder == "im" else "ignore"
     label_dims = ("image", "label", "y", "x") if task == "multilabel" else ("image", "y", "x")
-    n, fractions, kept = len(index), [], 0
+    n, fractions, kept, extra_attrs = len(index), [], 0, {}
+    if builder == "class_balanced":
+        limits = curriculum_thresholds(teachers, n, task, len(class_names), settings)
+        extra_attrs = {"ratio": settings["ratio"], "thresholds": (limits / 255).round(4).tolist()}
     with atomic_output(out) as tmp:
         group = open_store(tmp, mode="w")
         arrays = {
@@ -222,13 +254,20 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
             rows = slice(start, min(n, start + CHUNK_IMAGES))
             images = data_store["images"].get_orthogonal_selection((index[rows],))
             preds, confidence = teachers(rows, images, task, len(class_names))
-            pl = build_pseudo_labels(
-                preds, images, task, len(class_names),
-                block_input=settings["block_input"], block_output=settings["block_output"], label_mode=label_mode,
-                ignore_index=ignore, erode=settings["erode"], dilate=settings["dilate"],
-                filter_class_disagreement=settings["filter_class_disagreement"],
-            )
-            if confidence is not None:  # Label Erase: its pixels are the store's left-out mask
+            if builder == "class_balanced":
+                keys = class_keys(preds[0], task == "multilabel")
+                labels, left_out = assign(preds[0], keys, confidence, limits, _agreement(preds, task, settings),
+                                          ignore)
+                pl = PseudoLabels(images, labels, left_out, left_out.reshape(len(images), -1).mean(1),
+                                  np.ones(len(images), bool))
+            else:
+                pl = build_pseudo_labels(
+                    preds, images, task, len(class_names),
+                    block_input=settings["block_input"], block_output=settings["block_output"], label_mode=label_mode,
+                    ignore_index=ignore, erode=settings["erode"], dilate=settings["dilate"],
+                    filter_class_disagreement=settings["filter_class_disagreement"],
+                )
+            if confidence is not None and builder != "class_balanced":  # Label Erase: the store's left-out mask
                 pl.labels, pl.im = label_erase(pl.labels, confidence, settings["label_erase"], ignore)
                 pl.im_fraction = pl.im.reshape(len(pl.im), -1).mean(1)
             for name, values in (("images", pl.images), ("labels", pl.labels), ("im", pl.im),
@@ -244,6 +283,6 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
             "ignore_index": ignore, "label_mode": label_mode,
             "im_class_index": len(class_names) if label_mode == "im_class" and task == "multiclass" else None,
             "settings": settings, "mean_im_fraction": mean_im_fraction,
-            "images_kept": kept, "names": [data_store.attrs["names"][i] for i in index],
+            "images_kept": kept, "names": [data_store.attrs["names"][i] for i in index], **extra_attrs,
         })
     return {"teachers": chosen, "mean_im_fraction": mean_im_fraction, "images_kept": kept}

@@ -15,12 +15,24 @@ def select(scores: dict[str, float], top_k: int) -> dict:
     return {"ranking": ranking, "selected": ranking[:top_k]}
 
 
-def run(score_files: list[str], out: str, settings: dict, generation: int) -> dict:
+def best_so_far(previous: dict | None, ranking: list[str], scores: dict[str, float], generation: int) -> dict:
+    """The best model of this generation and every earlier one (DST-CBC's "best so far"): this
+    generation's best where it beats the previous record, which a tie keeps."""
+    best = {"model_id": ranking[0], "generation": generation, "score": scores[ranking[0]]}
+    record = (previous or {}).get("best_so_far")
+    return record if record and record["score"] >= best["score"] else best
+
+
+def run(score_files: list[str], out: str, settings: dict, generation: int, previous: str | None = None) -> dict:
+    """Rank the models, keep the top k, and carry the best model so far (`previous`: the
+    previous generation's selection)."""
     metric = settings["metric"]
     per_model = {s["model_id"]: s for s in map(read_json, score_files)}
     # ranked on the development set (the whole val split unless selection.dev_images caps it)
     dev = {m: s.get("dev", s["val"])[metric] for m, s in per_model.items()}
     result = select(dev, settings["top_k"])
-    result.update({"generation": generation, "metric": f"{'dev' if settings.get('dev_images') else 'val'}_{metric}", "scores": {m: dev[m] for m in result["ranking"]}})
+    result.update({"generation": generation, "metric": f"{'dev' if settings.get('dev_images') else 'val'}_{metric}",
+                   "scores": {m: dev[m] for m in result["ranking"]}})
+    result["best_so_far"] = best_so_far(read_json(previous) if previous else None, result["ranking"], dev, generation)
     write_json(out, result)
     return result

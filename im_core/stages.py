@@ -2,7 +2,7 @@
 
 Every model of generation g >= 1 has a plan: where its weights start (from scratch, or from a
 parent of generation g-1 chosen by its rank in that generation's selection or by its index,
-i.e. the same path), which labels it trains on (`L` ground truth only, `P` pseudo-labels only,
+i.e. the same path, or the best model of all earlier generations, DST-CBC's best so far), which labels it trains on (`L` ground truth only, `P` pseudo-labels only,
 a fixed share of ground truth in every batch, or both pooled) and whose pseudo-labels those are
 (the generation's store, built from the previous generation's top-n teachers, or its own
 parent's prediction). The students' `search` lays the plans out:
@@ -29,7 +29,7 @@ SEARCHES = ("none", "beam", "random")
 
 @dataclass(frozen=True)
 class ModelPlan:
-    parent: str | None            # "rank:<r>" or "index:<i>" of generation g-1; None = from scratch
+    parent: str | None            # "rank:<r>"/"index:<i>" of generation g-1, "best_so_far" of any earlier; None = scratch
     labeled_share: float | None   # 1 = L, 0 = P, between = a fixed share per batch, None = pooled
     pseudo: str | None            # "generation" (the generation's store), "parent" (its parent's prediction), None
 
@@ -89,7 +89,7 @@ def plan_model(students: dict, builder: str, generation: int, index: int, stages
     else:
         parent = None
         if students["trainer"] == "consistency" or students["init"] == "parent":
-            parent = "rank:0" if students["parent"] == "best" else f"index:{index}"
+            parent = {"best": "rank:0", "same_index": f"index:{index}", "best_so_far": "best_so_far"}[students["parent"]]
         share = students["labeled_share"]
     if builder == "none" or share == 1:
         pseudo = None
@@ -98,14 +98,19 @@ def plan_model(students: dict, builder: str, generation: int, index: int, stages
     return ModelPlan(parent, share, pseudo)
 
 
-def parent_id(parent: str, ranking: list[str], generation: int) -> str:
-    """The model id a plan's parent names, given generation g-1's ranking (best first)."""
+def parent_id(parent: str, selection: dict, generation: int) -> str:
+    """The model id a plan's parent names, given generation g-1's selection (its ranking, best
+    first, and the best model so far over all generations up to g-1)."""
     kind, _, value = parent.partition(":")
     if kind == "rank":
-        r = int(value)
+        r, ranking = int(value), selection["ranking"]
         if r >= len(ranking):
             raise ValueError(f"parent rank {r}: generation {generation - 1} ranks only {len(ranking)} models")
         return ranking[r]
     if kind == "index":
         return f"gen{generation - 1}_m{int(value)}"
-    raise ValueError(f"parent {parent!r}: expected 'rank:<r>' or 'index:<i>'")
+    if kind == "best_so_far":
+        if "best_so_far" not in selection:
+            raise ValueError(f"parent best_so_far: generation {generation - 1}'s selection has no best_so_far record")
+        return selection["best_so_far"]["model_id"]
+    raise ValueError(f"parent {parent!r}: expected 'rank:<r>', 'index:<i>' or 'best_so_far'")

@@ -35,7 +35,7 @@ from .data import read_dev, read_split, training_arrays
 from .io import InputError, atomic_output, check_claim, open_store, read_json
 from .cct import CrossConsistency
 from .mean_teacher import MeanTeacher
-from .losses import output_channels, probabilities, segmentation_loss
+from .losses import dynamic_loss, output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
 from .predict import checkpoints_by_id, load_checkpoint, predict_labels
@@ -124,7 +124,8 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
 
 def parent_checkpoint(selection: str, checkpoints: list[str], parent: str, model_id: str) -> str:
     """The parent's checkpoint: `rank:<r>` the selection's r-th best (0 = best), `index:<i>` the
-    previous generation's model m<i> (the same path); the older names `best` and `same_index`
+    previous generation's model m<i> (the same path), `best_so_far` the best model of every
+    generation up to the previous one (the checkpoints must include it); the older names `best` and `same_index`
     (this model's own index) mean rank:0 and index:<this model's index>."""
     if parent in ("best", "same_index"):
         index = re.search(r"_m(\d+)$", model_id)
@@ -134,8 +135,7 @@ def parent_checkpoint(selection: str, checkpoints: list[str], parent: str, model
     generation = re.match(r"gen(\d+)_", model_id)
     by_id = checkpoints_by_id(checkpoints)
     try:
-        ranking = read_json(selection)["ranking"]
-        wanted = parent_id(parent, ranking, int(generation.group(1)) if generation else 1)
+        wanted = parent_id(parent, read_json(selection), int(generation.group(1)) if generation else 1)
     except ValueError as e:
         raise InputError(f"model {model_id}: {e} ({selection})") from e
     if parent.startswith("index:"):  # by index: the suffix, whatever the generation's id prefix
@@ -171,12 +171,13 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   path: NumericPath, x: torch.Tensor, y: torch.Tensor, task: str, ignore: int,
                   views: tuple[torch.Tensor, torch.Tensor] | None = None, consistency_weight: float = 0.0,
-                  mean_teacher: MeanTeacher | None = None, unlabeled_loss: Callable[[], torch.Tensor] | None = None
-                  ) -> torch.Tensor:
+                  mean_teacher: MeanTeacher | None = None, unlabeled_loss: Callable[[], torch.Tensor] | None = None,
+                  dynamic: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
     """One optimizer step on an augmented batch (plus, for the consistency trainer, the MSE
     between the probabilities on two views of unlabeled images; with a mean teacher, the
     feature consistency loss on the batch, and the teacher's update after the step; CCT's loss
-    on unlabeled images, `unlabeled_loss`); returns the loss."""
+    on unlabeled images, `unlabeled_loss`; DST's dynamic loss with `dynamic` = (the batch's
+    pseudo-labeled flags, gamma)); returns the loss."""
     x = path.input(x)
     with path.autocast():
         if mean_teacher is not None:
@@ -184,7 +185,11 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
             feature_loss = mean_teacher.loss(features, x)
         else:
             logits = forward(x)
-    loss = segmentation_loss(logits.float(), y.to(logits.device, non_blocking=True), task, ignore)
+    y = y.to(logits.device, non_blocking=True)
+    if dynamic is not None:
+        loss = dynamic_loss(logits.float(), y, dynamic[0], dynamic[1], task, ignore)
+    else:
+        loss = segmentation_loss(logits.float(), y, task, ignore)
     if mean_teacher is not None:
         loss = loss + feature_loss
     if unlabeled_loss is not None:
@@ -312,9 +317,12 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                                 settings.get("poly_power", 0.9))
         views = unlabeled.sample() if consistency else None
         cct_batch = path.input(unlabeled.flipped()) if cct else None
-        loss = training_step(forward, opt, scaler, path, *next(batches), task, ignore, views,
+        x, y = next(batches)
+        gamma = settings.get("dynamic_gamma", 0)
+        loss = training_step(forward, opt, scaler, path, x, y, task, ignore, views,
                              settings.get("consistency_weight", 0.0), mean_teacher,
-                             (lambda: cct.loss(model, cct_batch, step, total)) if cct else None)
+                             (lambda: cct.loss(model, cct_batch, step, total)) if cct else None,
+                             (batches.last_pseudo, gamma) if gamma else None)
         bar.update(1)
         # evaluation
         if step % eval_every == 0 or step == total:

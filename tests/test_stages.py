@@ -72,11 +72,12 @@ def test_plans_of_the_existing_shapes():
 
 def test_parent_ids_by_rank_and_by_index():
     ranking = ["gen1_m2", "gen1_m0", "gen1_m1"]
-    assert parent_id("rank:0", ranking, 2) == "gen1_m2" and parent_id("rank:1", ranking, 2) == "gen1_m0"
-    assert parent_id("index:1", ranking, 2) == "gen1_m1"
+    selection = {"ranking": ranking, "selected": ranking[:2],
+                 "best_so_far": {"model_id": "gen0_m1", "generation": 0, "score": 0.9}}
+    assert parent_id("rank:0", selection, 2) == "gen1_m2" and parent_id("rank:1", selection, 2) == "gen1_m0"
+    assert parent_id("index:1", selection, 2) == "gen1_m1" and parent_id("best_so_far", selection, 2) == "gen0_m1"
     with pytest.raises(ValueError, match="ranks only 3"):
-        parent_id("rank:3", ranking, 2)
-    selection = {"ranking": ranking, "selected": ranking[:2]}
+        parent_id("rank:3", selection, 2)
     assert choose_teachers("parent", selection, 3, "rank:1", 2) == ["gen1_m0"]
     assert choose_teachers("im", selection, 2, None, 2) == ["gen1_m2", "gen1_m0"]
     with pytest.raises(InputError, match="--parent"):

@@ -62,7 +62,7 @@ STEP_MODULES = {
     "predict": ["predict", "runtime", "data", "models", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
-    "pseudo": ["pseudo", "stages", "predict", "runtime", "models", "losses", "data", "io"],
+    "pseudo": ["pseudo", "curriculum", "stages", "predict", "runtime", "models", "losses", "data", "io"],
     "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],
@@ -130,8 +130,13 @@ def generation_scores(w):
     return model_files(w.exp, generation(w), "scores.json")
 
 
-def selection_scores(w):
-    return model_files(w.exp, generation(w, shared_gen0=True), "scores.json")
+def selection_inputs(w):
+    """A generation's scores, and the previous generation's selection (the best model so far carries over)."""
+    g = generation(w, shared_gen0=True)
+    inputs = {"scores": model_files(w.exp, g, "scores.json")}
+    if g > 0:
+        inputs["previous"] = selection_file(w.exp, g - 1)
+    return inputs
 
 
 def as_json(obj):
@@ -208,7 +213,9 @@ def train_inputs(w):
     settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
     if int(w.gen) > 0 and "parent" in settings:
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
-        inputs["init_checkpoints"] = model_files(w.exp, int(w.gen) - 1, "model.pt")
+        # the best so far may be any earlier generation's model
+        earlier = range(int(w.gen)) if settings["parent"] == "best_so_far" else [int(w.gen) - 1]
+        inputs["init_checkpoints"] = [f for g in earlier for f in model_files(w.exp, g, "model.pt")]
     return inputs
 
 
@@ -244,10 +251,12 @@ def teacher_inputs(w):
     prev = previous_generation(w)
     if builder(w) == "none":
         raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is 'none' in generation {w.gen}; it has no pseudo-labels")
+    # the class-balanced builder labels with the best model so far, which may be any earlier generation's
+    earlier = range(prev + 1) if builder(w) == "class_balanced" else [prev]
     inputs = {
         "data": data_store(w),
         "selection": selection_file(w.exp, prev),
-        "predictions": model_files(w.exp, prev, "predictions.zarr"),
+        "predictions": [f for g in earlier for f in model_files(w.exp, g, "predictions.zarr")],
     }
     settings = imc.pseudo_settings(experiment(w), int(w.gen))
     if builder(w) in ("model_ensemble", "input_ensemble") or (settings["label_erase"] > 0 and settings["temperature"] != 1):

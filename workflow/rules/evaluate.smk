@@ -48,7 +48,7 @@ rule score_model:
 
 rule select_teachers:
     input:
-        scores=selection_scores,
+        unpack(selection_inputs),
     output:
         "results/{exp}/gen{gen}/selection.json",
     log:
@@ -57,6 +57,7 @@ rule select_teachers:
         "results/benchmarks/{exp}/gen{gen}/select_teachers.tsv"
     params:
         settings=lambda w: as_json(imc.selection_settings(experiment(w), int(w.gen))),
+        previous=lambda w, input: f"--previous {input.previous}" if "previous" in input.keys() else "",
         code=code_version("select"),
     threads: 1
     resources:
@@ -65,7 +66,7 @@ rule select_teachers:
     conda:
         ENV
     shell:
-        "python -m im_core.cli select --scores {input.scores} --settings {params.settings:q}"
+        "python -m im_core.cli select --scores {input.scores} {params.previous} --settings {params.settings:q}"
         " --generation {wildcards.gen} --out {output} --log {log}"
 
 
