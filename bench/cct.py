@@ -13,7 +13,6 @@ CCT relative to supervised training, measured side by side on the data set's tra
 from __future__ import annotations
 
 import argparse
-import copy
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
+from configs import comparison_config  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 from im_core.cct import FULL_DECODERS  # noqa: E402
 
@@ -33,21 +33,9 @@ ROWS = {"ldt": "LDT", "cct": "CCT (compact: 3 decoders)", "cct_full": "CCT (full
         "im": "IM from LDT", "cct_im": "IM from CCT"}
 
 
-def bench_config(datasets: list[str], generations: int) -> dict:
-    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
-    for ds in config["datasets"].values():
-        if ds.get("path"):
-            ds["path"] = str((REPO / ds["path"]).resolve())
-    comparisons = {}
-    for name in datasets:
-        comp = copy.deepcopy(config["comparisons"][name])
-        comp.update(methods=["ldt", "cct", "im", "cct_im"], seeds=[0], generations=generations,
-                    # the full set costs about 14 supervised steps per step: one model, not the comparison's three
-                    variants={"cct_full": {"method": "cct", "settings": {
-                        "stage0": {"models": 1, "cct": {"decoders": FULL_DECODERS}}, "selection": {"top_k": 1}}}})
-        comparisons[name] = comp
-    config.update(comparisons=comparisons, default_experiments=[])
-    return config
+# the full set costs about 14 supervised steps per step: one model, not the comparison's three
+VARIANTS = {"cct_full": {"method": "cct", "settings": {"stage0": {"models": 1, "cct": {"decoders": FULL_DECODERS}},
+                                                       "selection": {"top_k": 1}}}}
 
 
 def step_times(workdir: Path, config_file: Path, dataset: str, steps: int) -> dict[str, float]:
@@ -78,7 +66,8 @@ def main() -> int:
     workdir = Path(args.directory)
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(bench_config(args.datasets, args.generations)))
+    config = comparison_config(args.datasets, ["ldt", "cct", "im", "cct_im"], args.generations, VARIANTS)
+    config_file.write_text(yaml.safe_dump(config))
     sections = [f"# CCT as stage 0\n\n`python bench/cct.py {' '.join(args.datasets)} --cores {args.cores}`; seed 0; "
                 "test mIoU (data-set level) of the model ranked best on validation.\n"]
     snake = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),

@@ -16,7 +16,6 @@ results/bench/stages.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import subprocess
 import sys
 import time
@@ -27,29 +26,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from configs import comparison_config  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 
 METHODS = ["ldt", "fdt", "im", "fist", "gist", "rist", "gist_im", "rist_im"]
 LABELS = {"ldt": "LDT", "fdt": "FDT", "im": "IM", "fist": "FIST (α=0.5)", "gist": "GIST (G=2)", "rist": "RIST (R=3)",
           "gist_im": "GIST+IM", "rist_im": "RIST+IM"}
-
-
-def bench_config(datasets: list[str], stages: int, steps: int, eval_every: int) -> dict:
-    """config.yaml with the data sets' paths made absolute and one comparison per data set."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
-    for ds in config["datasets"].values():
-        if ds.get("path"):
-            ds["path"] = str((REPO / ds["path"]).resolve())
-    comparisons = {}
-    for name in datasets:
-        comp = copy.deepcopy(config["comparisons"][name])
-        comp.update(methods=METHODS, seeds=[0], generations=stages, variants={})
-        comp["settings"] = dict(comp.get("settings", {}),
-                                overrides=[{"from_generation": 1, "train": {"steps": steps, "eval_every": eval_every}}])
-        comparisons[name] = comp
-    config["comparisons"] = comparisons
-    config["default_experiments"] = []
-    return config
 
 
 def run_rows(results: Path, dataset: str, method: str, stages: int) -> dict:
@@ -80,7 +62,9 @@ def main() -> int:
     workdir = Path(args.directory)
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(bench_config(args.datasets, args.stages, args.steps, args.eval_every)))
+    config = comparison_config(args.datasets, METHODS, args.stages,
+                               students_train={"steps": args.steps, "eval_every": args.eval_every})
+    config_file.write_text(yaml.safe_dump(config))
     sections = [f"# Stages: GIST, RIST, FIST against IM and the baselines\n\n`python bench/stages.py "
                 f"{' '.join(args.datasets)} --stages {args.stages} --steps {args.steps} --cores {args.cores}`; "
                 f"seed 0; every student {args.steps} steps per stage (validation every {args.eval_every}); "
