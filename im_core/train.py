@@ -228,6 +228,17 @@ def restore_training(saved: dict, model: torch.nn.Module, opt: torch.optim.Optim
     resume.set_random_states(saved["random"])
 
 
+def loss_addons(settings: dict, model: torch.nn.Module, model_args: dict, task: str, num_classes: int,
+                path: NumericPath) -> tuple[MeanTeacher | None, CrossConsistency | None]:
+    """The add-ons with weights of their own that the settings ask for: GIST/RIST's EMA teacher, CCT's decoders."""
+    feature = settings.get("feature_consistency")
+    mean_teacher = (MeanTeacher(model, feature["ema_decay"], feature["feature_dropout"], feature["feature_consistency"])
+                    if feature else None)
+    cct = (CrossConsistency(settings["cct"], model_args["out_channels"], model_args["alpha"], task, num_classes,
+                            path.device) if settings.get("trainer") == "cct" else None)
+    return mean_teacher, cct
+
+
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
         model_id: str = "", generation: int = 0, progress: bool = True,
         init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
@@ -263,21 +274,16 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
                                 settings["augment"], generator, data_device) if trainer in ("consistency", "cct")
                  else None)
-    cct = (CrossConsistency(settings["cct"], model_args["out_channels"], model_args["alpha"], task, len(class_names),
-                            path.device) if trainer == "cct" else None)
     batches = Batches(train_data, settings["batch_size"], settings["augment"], generator,
                       settings.get("pseudo_augment"), settings.get("labeled_share"))
     total = settings["steps"] or settings["epochs"] * batches.steps_per_epoch
     eval_every = settings["eval_every"] or batches.steps_per_epoch
+    mean_teacher, cct = loss_addons(settings, model, model_args, task, len(class_names), path)
+    extras = {name: extra for name, extra in (("mean_teacher", mean_teacher), ("cct", cct)) if extra is not None}
     opt = make_optimizer(torch.nn.ModuleList([model, cct.decoders]) if cct else model, settings)
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
-    feature_consistency = settings.get("feature_consistency")
-    mean_teacher = (MeanTeacher(model, feature_consistency["ema_decay"], feature_consistency["feature_dropout"],
-                                feature_consistency["feature_consistency"]) if feature_consistency else None)
-    # the feature consistency loss calls the model's forward_with_features, which a compiled model does not have
-    extras = {name: extra for name, extra in (("mean_teacher", mean_teacher), ("cct", cct)) if extra is not None}
-    # the feature losses call the model's forward_with_features/encode, which a compiled model does not have
+    # the add-ons call the model's forward_with_features/encode, which a compiled model does not have
     forward = torch.compile(model) if path.compile and not extras else model
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
