@@ -193,10 +193,12 @@ def tempered_prediction(model, images: np.ndarray, task: str, num_classes: int, 
 
 
 def _agreement(preds: np.ndarray, task: str, settings: dict) -> np.ndarray:
-    """Where the teachers agree (the class-balanced builder's IM filter), shaped to broadcast
-    over the labels; everywhere without the filter or with one teacher."""
-    valid = ~inconsistency_mask(preds, task == "multilabel")
-    if not settings.get("agreement", False) or len(preds) == 1:
+    """Where the previous round's top-n agree (the class-balanced builder's IM filter: they are
+    the last n of the teachers read; the first is the best so far, which may be of an earlier
+    round), shaped to broadcast over the labels; everywhere without the filter."""
+    n = min(settings.get("teachers", 1), len(preds))
+    valid = ~inconsistency_mask(preds[-n:], task == "multilabel")
+    if not settings.get("agreement", False) or n == 1:
         valid[:] = True
     return valid[:, None] if task == "multilabel" else valid
 

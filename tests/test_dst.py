@@ -118,3 +118,17 @@ def test_tiny_dst_cbc_rounds_through_snakemake(tmp_path):
     assert len(im_store.attrs["teachers"]) >= 2 and im_store.attrs["settings"]["agreement"]
     again = snakemake(tmp_path, "-n", "results/tiny/compare.csv")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_the_agreement_filter_is_the_previous_rounds_top_n_not_the_best_so_far():
+    from im_core.pseudo import _agreement, choose_teachers
+    selection = {"ranking": ["gen2_m0", "gen2_m1"], "selected": ["gen2_m0", "gen2_m1"],
+                 "best_so_far": {"model_id": "gen1_m0", "generation": 1, "score": 0.9}}
+    chosen = choose_teachers("class_balanced", selection, 2, None, 3, agreement=True)
+    assert chosen == ["gen1_m0", "gen2_m0", "gen2_m1"]
+    preds = np.zeros((3, 1, 2, 2), np.uint8)
+    preds[0] = 1                      # the best so far disagrees everywhere: it does not count
+    preds[2, 0, 0, 0] = 1             # the top 2 disagree on one pixel
+    valid = _agreement(preds, "multiclass", {"agreement": True, "teachers": 2})
+    assert valid.tolist() == [[[False, True], [True, True]]]
+    assert _agreement(preds, "multiclass", {"agreement": False, "teachers": 2}).all()
