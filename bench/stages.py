@@ -43,8 +43,12 @@ def run_rows(results: Path, dataset: str, method: str, stages: int) -> dict:
     best = [t.sort_values("rank").iloc[0] for t in tables]
     later = best[1:] or best
     chosen = max(later, key=lambda row: (row["dev_miou"], -row["generation"]))
-    return {"by_stage": [row["test_miou"] for row in best], "paths": [str(row.get("path", "") or "") for row in best],
-            "chosen_stage": int(chosen["generation"]), "chosen_path": str(chosen.get("path", "") or ""),
+    def path(row) -> str:
+        value = row.get("path", "")
+        return "" if pd.isna(value) else str(value)
+
+    return {"by_stage": [row["test_miou"] for row in best], "paths": [path(row) for row in best],
+            "chosen_stage": int(chosen["generation"]), "chosen_path": path(chosen),
             "chosen_dev": chosen["dev_miou"], "chosen_test": chosen["test_miou"],
             "models": sum(len(t) for t in tables[1:])}
 
