@@ -72,7 +72,7 @@ def main() -> int:
         scores, pseudo = [], []
         for method, label in METHODS.items():
             r = rounds(workdir / "results", dataset, method, args.rounds)
-            scores.append([label, *[f"{x['test']:.3f}" for x in r]])
+            scores.append([label, *[f"{x['test']:.3f}" for x in r], *[""] * (args.rounds + 1 - len(r))])
             if len(r) > 1:
                 pseudo.append([label, "", *[f"{x['accuracy']:.3f} / {x['coverage']:.2f}" for x in r[1:]]])
         sections.append(f"## {dataset}\n\nwall time {wall}\n\n" + markdown_table(header, scores)
