@@ -13,7 +13,6 @@ CCT relative to supervised training, measured side by side on the data set's tra
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
-from configs import comparison_config  # noqa: E402
+from configs import comparison_config, run_target  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 from im_core.cct import FULL_DECODERS  # noqa: E402
 
@@ -70,23 +69,20 @@ def main() -> int:
     config_file.write_text(yaml.safe_dump(config))
     sections = [f"# CCT as stage 0\n\n`python bench/cct.py {' '.join(args.datasets)} --cores {args.cores}`; seed 0; "
                 "test mIoU (data-set level) of the model ranked best on validation.\n"]
-    snake = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-             "--configfile", str(config_file), "--cores", str(args.cores), "--"]
     for dataset in args.datasets:
-        subprocess.run(snake + [f"results/{dataset}/data.zarr"], check=True)
+        run_target(workdir, config_file, f"results/{dataset}/data.zarr", args.cores)
         times = step_times(workdir, config_file, dataset, args.timing_steps)
         timing = ", ".join(f"{ROWS[r]} {t * 1000:.1f} ms ({t / times['ldt']:.2f}x)" for r, t in times.items())
         section = f"## {dataset}\n\nTime per training step, one job, {args.timing_steps} steps each: {timing}\n"
         if not args.step_time_only:
-            started = time.time()
-            subprocess.run(snake + [f"results/{dataset}/compare.csv"], check=True)
+            wall = run_target(workdir, config_file, f"results/{dataset}/compare.csv", args.cores)
             table = pd.read_csv(workdir / "results" / dataset / "compare.csv")
             gens = sorted(table["generation"].unique())
             rows = []
             for method, label in ROWS.items():
                 cells = {int(r["generation"]): f"{r['test_miou']:.3f}" for _, r in table[table["method"] == method].iterrows()}
                 rows.append([label, *[cells.get(g, "") for g in gens]])
-            section += (f"\nwall time {time.time() - started:.0f} s\n\n"
+            section += (f"\nwall time {wall:.0f} s\n\n"
                         + markdown_table(["method", *[f"gen{g}" for g in gens]], rows))
         sections.append(section)
     publish("\n".join(sections), REPO / "results" / "bench" / "cct.md")

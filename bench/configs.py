@@ -27,3 +27,16 @@ def comparison_config(datasets: list[str], methods: list[str], generations: int,
         comparisons[name] = comp
     config.update(comparisons=comparisons, default_experiments=[])
     return config
+
+
+def run_target(workdir: Path, config_file: Path, target: str, cores: str) -> float:
+    """`snakemake <target>` in the benchmark's folder with its config; the wall seconds it took."""
+    import subprocess
+    import sys
+    import time
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config_file), "--cores", str(cores), "--", target]
+    print("$", " ".join(cmd), flush=True)
+    started = time.time()
+    subprocess.run(cmd, check=True)
+    return time.time() - started

@@ -12,9 +12,7 @@ results/bench/dst.md.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from configs import comparison_config  # noqa: E402
+from configs import comparison_config, run_target  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 
 METHODS = {"ldt": "LDT", "fdt": "FDT", "im": "IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
@@ -62,12 +60,7 @@ def main() -> int:
         target = f"results/{dataset}/compare.csv"
         wall = "not run (--summarize-only)"
         if not args.summarize_only:
-            cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                   str(workdir), "--configfile", str(config_file), "--cores", str(args.cores), "--", target]
-            print("$", " ".join(cmd), flush=True)
-            started = time.time()
-            subprocess.run(cmd, check=True)
-            wall = f"{time.time() - started:.0f} s"
+            wall = f"{run_target(workdir, config_file, target, args.cores):.0f} s"
         header = ["method", *[f"round {g}" for g in range(args.rounds + 1)]]
         scores, pseudo = [], []
         for method, label in METHODS.items():

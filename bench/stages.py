@@ -16,9 +16,7 @@ results/bench/stages.md.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from configs import comparison_config  # noqa: E402
+from configs import comparison_config, run_target  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 
 METHODS = ["ldt", "fdt", "im", "fist", "gist", "rist", "gist_im", "rist_im"]
@@ -76,15 +74,9 @@ def main() -> int:
                 "'chosen' = the stage after gen0 whose best model has the highest dev mIoU, with its path "
                 "(L ground truth only, P pseudo-labels only, M both).\n"]
     for dataset in args.datasets:
-        target = f"results/{dataset}/compare.csv"
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(config_file), "--cores", str(args.cores), "--", target]
         wall = "not run (--summarize-only)"
         if not args.summarize_only:
-            print("$", " ".join(cmd), flush=True)
-            started = time.time()
-            subprocess.run(cmd, check=True)
-            wall = f"{time.time() - started:.0f} s"
+            wall = f"{run_target(workdir, config_file, f'results/{dataset}/compare.csv', args.cores):.0f} s"
         header = ["method", *[f"gen{g}" for g in range(args.stages + 1)], "chosen stage", "chosen path",
                   "its dev mIoU", "its test mIoU", "models trained after gen0"]
         rows = []
