@@ -298,8 +298,8 @@ def _fewest_models(resolved: dict, g: int) -> int:
     if g == 0:
         return resolved["stage0"]["models"]
     students = resolved["students"]
-    if students["search"] == "beam":
-        return 2 if g == 1 else 2 * min(students["beam_width"], 2)
+    if students["search"] == "beam":  # at least two parents from generation 2 on
+        return beam_models(g, students["beam_width"], 2)
     return students["paths"] if students["search"] == "random" else students["models"]
 
 

@@ -154,7 +154,8 @@ def _teacher_source(builder: str, chosen: list[str], stores: dict, checkpoints: 
     those images (n x ...) and, where Label Erase needs it, the one teacher's confidence."""
     rerun = builder in ("model_ensemble", "input_ensemble") or (
         settings.get("label_erase", 0) > 0 and settings.get("temperature", 1.0) != 1.0)
-    erase = (builder in ONE_TEACHER_BUILDERS and settings.get("label_erase", 0) > 0) or builder == "class_balanced"
+    # Label Erase and the class-balanced thresholds read the (first) teacher's stored confidence
+    needs_confidence = (builder in ONE_TEACHER_BUILDERS and settings.get("label_erase", 0) > 0) or builder == "class_balanced"
     if rerun:
         from .predict import checkpoints_by_id, load_checkpoint
         from .runtime import choose_path, pick_device
@@ -175,7 +176,7 @@ def _teacher_source(builder: str, chosen: list[str], stores: dict, checkpoints: 
         return lambda rows, images, task, n: tempered_prediction(models[0], images, task, n, settings["temperature"],
                                                                  path)
     arrays = [open_store(stores[t])["unlabeled/labels"] for t in chosen]
-    confidence = open_store(stores[chosen[0]])["unlabeled/confidence"] if erase else None
+    confidence = open_store(stores[chosen[0]])["unlabeled/confidence"] if needs_confidence else None
     return lambda rows, images, task, n: (np.stack([a[rows] for a in arrays]),
                                          confidence[rows] if confidence is not None else None)
 
