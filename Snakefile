@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/segment.smk"
 
 
 # Cheap aggregation steps run where snakemake runs, not as cluster jobs.
