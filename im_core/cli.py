@@ -36,7 +36,7 @@ def _settings(text: str) -> dict:
 
 def cmd_prepare(a):
     from . import data
-    return data.prepare(_settings(a.settings), a.out)
+    return data.prepare(_settings(a.settings), a.out, threads=a.threads)
 
 
 def cmd_train(a):
@@ -125,6 +125,25 @@ def cmd_render(a):
     return visualize.render(a.store, a.out, a.index, a.split, a.count)
 
 
+def cmd_segment(a):
+    from . import segment
+    forms = {"--checkpoint": a.checkpoint, "--experiment/--generation": a.experiment or a.generation is not None,
+             "--selection/--checkpoints": a.selection or a.checkpoints}
+    given = [form for form, value in forms.items() if value]
+    if len(given) != 1:
+        raise InputError("choose the model one way: --checkpoint PATH, or --experiment NAME --generation G"
+                         + (f" (got {' and '.join(given)})" if given else ""))
+    if a.checkpoint:
+        checkpoint = a.checkpoint
+    elif a.selection and a.checkpoints:
+        checkpoint = segment.choose_checkpoint(a.selection, a.checkpoints, a.rank)
+    elif a.experiment and a.generation is not None:
+        checkpoint = segment.checkpoint_for(a.results, a.experiment, a.generation, a.rank)
+    else:
+        raise InputError(f"{given[0].replace('/', ' and ')}: pass both")
+    return segment.run(a.images, a.out, str(checkpoint), a.batch_size, a.threads, a.data)
+
+
 def cmd_record_settings(a):
     from .io import write_json
     settings = _settings(a.settings)
@@ -151,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prepare", cmd_prepare, "build a data set's zarr store from its source")
     sp.add_argument("--settings", required=True, help="the data set's config entry as JSON")
     sp.add_argument("--out", required=True)
+    sp.add_argument("--threads", type=int, default=1, help="threads decoding images")
 
     sp = add("train", cmd_train, "train one model (labeled split, optionally plus pseudo-labels)")
     sp.add_argument("--data", required=True)
@@ -234,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", type=int, help="one image of the store (default: the first --count)")
     sp.add_argument("--split", help="predictions stores: which split (default: the first)")
     sp.add_argument("--count", type=int, default=16)
+
+    sp = add("segment", cmd_segment, "segment a folder of new images with a trained model (masks and previews)")
+    sp.add_argument("--images", required=True, help="folder of images (subfolders too); it is only read")
+    sp.add_argument("--out", required=True, help="output folder: masks/, previews/, summary.json")
+    sp.add_argument("--checkpoint", help="a model.pt")
+    sp.add_argument("--experiment", help="with --generation: that generation's best model on the development set")
+    sp.add_argument("--generation", type=int)
+    sp.add_argument("--results", default="results", help="where the experiments' results are (default: results)")
+    sp.add_argument("--rank", type=int, default=1, help="with --experiment or --selection: the model of this rank (1 = best)")
+    sp.add_argument("--selection", help="workflow form: a selection.json, with --checkpoints the models it ranks")
+    sp.add_argument("--checkpoints", nargs="+")
+    sp.add_argument("--data", help="the data store the model trained on (older checkpoints lack size and palette)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--threads", type=int, default=1)
 
     sp = add("record-settings", cmd_record_settings, "write the settings in force for a generation as JSON")
     sp.add_argument("--settings", required=True)

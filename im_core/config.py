@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from .io import InputError
-from . import synthetic
+from . import synthetic, synthetic_cells
 from .data import empty_split_message, split_sizes
 from .sources import SUIM_CLASSES, SUIM_PALETTE, split_list_missing
 from .methods import BASELINES, METHODS, deep_merge, expand_comparison
@@ -135,9 +135,25 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
         for name in config["default_experiments"]:
             if name not in config["experiments"]:
                 errors.append(f"{where}: default_experiments: {name!r} is not an experiment; known: {sorted(config['experiments'])}")
+        errors += _segment_problems(config, where)
     if errors:
         raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return config
+
+
+def _segment_problems(config: dict, where: str) -> list[str]:
+    """segment entries name an experiment and one of its generations."""
+    errors = []
+    for name, job in (config.get("segment") or {}).items():
+        exp = config["experiments"].get(job["experiment"])
+        if exp is None:
+            errors.append(f"{where}: segment.{name}.experiment: {job['experiment']!r} is not an experiment; "
+                          f"known: {sorted(config['experiments'])}")
+        elif job["generation"] > exp["generations"]:
+            errors.append(f"{where}: segment.{name}.generation: {job['generation']} is beyond experiments."
+                          f"{job['experiment']}.generations ({exp['generations']}); raise that or choose an earlier "
+                          "generation")
+    return errors
 
 
 def resolve_dataset(name: str, ds: dict, where: str = "config") -> dict:
@@ -147,6 +163,11 @@ def resolve_dataset(name: str, ds: dict, where: str = "config") -> dict:
         ds.setdefault("class_names", list(synthetic.CLASS_NAMES))
         ds.setdefault("palette", [list(c) for c in synthetic.PALETTE])
         ds.setdefault("size", [32, 32])
+    elif ds["source"] == "demo_cells":
+        ds.setdefault("class_names", list(synthetic_cells.LABEL_NAMES))
+        ds.setdefault("palette", [list(c) for c in synthetic_cells.PALETTE])
+        ds.setdefault("size", [48, 48])
+        ds.setdefault("task", "multilabel")
     elif ds["source"] == "suim":
         ds.setdefault("class_names", list(SUIM_CLASSES))
         ds.setdefault("palette", [list(c) for c in SUIM_PALETTE])
@@ -158,6 +179,8 @@ def resolve_dataset(name: str, ds: dict, where: str = "config") -> dict:
         raise InputError(f"{where}: datasets.{name}.palette: {len(ds['palette'])} colours for {n} classes")
     if ds["task"] == "binary" and n != 2:
         raise InputError(f"{where}: datasets.{name}.class_names: a binary task has exactly 2 classes, got {n}")
+    if ds["source"] == "demo_cells" and ds["task"] != "multilabel":
+        raise InputError(f"{where}: datasets.{name}.task: the demo_cells source makes multi-label data (task: multilabel)")
     return ds
 
 
@@ -177,10 +200,13 @@ def dataset_problems(ds: dict, where: str = "config") -> list[str]:
         if h % 16 or w % 16:
             errors.append(f"{key}.size: {h}x{w} is not a multiple of 16 on both sides (the U-Net halves the size "
                           f"four times); use e.g. [{_multiple_of_16(h)}, {_multiple_of_16(w)}]")
-        if ds["source"] == "demo" and h != w:
-            errors.append(f"{key}.size: the demo source makes square images; got {h}x{w}")
+        if ds["source"] in ("demo", "demo_cells") and h != w:
+            errors.append(f"{key}.size: the {ds['source']} source makes square images; got {h}x{w}")
     ignore = ds.get("ignore_index", 255)
-    if 0 <= ignore < n:
+    if ds["task"] == "multilabel" and ignore < 2:
+        errors.append(f"{key}.ignore_index: {ignore} is a label value (multi-label masks hold 0 and 1 per label); "
+                      "use 255")
+    elif 0 <= ignore < n:
         errors.append(f"{key}.ignore_index: {ignore} is the index of class {ds['class_names'][ignore]!r} "
                       f"(classes 0..{n - 1}), so that class's pixels would be ignored; use a value of {n} or more "
                       "(255 is usual)")
@@ -208,8 +234,9 @@ def _empty_splits_up_front(ds: dict) -> list[str]:
         return []
     name = ds["name"]
     lists = ds.get("split_lists") or {}
-    has_unlabeled_folder = ds["source"] == "folder" and (Path(ds["path"]) / "unlabeled").is_dir()
-    if ds["source"] == "demo":
+    unlabeled_folder = Path(ds.get("path", "")) / (ds.get("layout") or {}).get("unlabeled", "unlabeled")
+    has_unlabeled_folder = ds["source"] == "folder" and unlabeled_folder.is_dir()
+    if ds["source"] in ("demo", "demo_cells"):
         message = empty_split_message(split_sizes(ds["n_images"], ds), ds)
         return [message] if message else []
     if ds["source"] == "folder" and lists:
@@ -220,7 +247,7 @@ def _empty_splits_up_front(ds: dict) -> list[str]:
                     f"(with split lists, labeled images in no list are not used); add datasets.{name}.split_lists."
                     f"{missing[0]}"]
         if "unlabeled" not in lists and not has_unlabeled_folder and Path(ds["path"]).is_dir():
-            return [f"datasets.{name}.split_lists: no 'unlabeled' list and no folder {Path(ds['path']) / 'unlabeled'}, "
+            return [f"datasets.{name}.split_lists: no 'unlabeled' list and no folder {unlabeled_folder}, "
                     f"so split 'unlabeled' would be empty; add datasets.{name}.split_lists.unlabeled or that folder"]
         return []
     fixed = {"test"} if ds["source"] == "suim" else set()

@@ -29,7 +29,7 @@ LABEL_MODES = ("ignore", "im_class")
 
 @dataclass
 class PseudoLabels:
-    images: np.ndarray       # N x H x W x 3 uint8, IM pixels black when block_input
+    images: np.ndarray       # N x H x W x C uint8, IM pixels black when block_input
     labels: np.ndarray       # N x H x W (N x C x H x W) uint8
     im: np.ndarray           # N x H x W bool
     im_fraction: np.ndarray  # N float
@@ -247,7 +247,7 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
     with atomic_output(out) as tmp:
         group = open_store(tmp, mode="w")
         arrays = {
-            "images": create_array(group, "images", (n, *size, 3), np.uint8, ("image", "y", "x", "channel")),
+            "images": create_array(group, "images", (n, *size, data_store["images"].shape[-1]), np.uint8, ("image", "y", "x", "channel")),
             "labels": create_array(group, "labels", (n, *label_shape(task, len(class_names), size)), np.uint8, label_dims),
             "im": create_array(group, "im", (n, *size), bool, ("image", "y", "x")),
             "im_fraction": create_array(group, "im_fraction", (n,), np.float32, ("image",)),

@@ -53,7 +53,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TrainingSet:
-    images: np.ndarray    # N x H x W x 3 uint8
+    images: np.ndarray    # N x H x W x C uint8
     labels: np.ndarray    # N x H x W (N x C x H x W) uint8
     blocked: np.ndarray   # N x H x W bool: input pixels blacked out inside an IM
     extra_class: bool     # the labels use an extra IM class
@@ -95,12 +95,12 @@ def training_set(store, pseudo_path: str | None, settings: dict | None = None) -
 
 
 def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool, path: NumericPath,
-                  init_selection: str | None, init_checkpoints: list[str] | None, model_id: str = ""
-                  ) -> tuple[torch.nn.Module, dict, dict | None]:
+                  init_selection: str | None, init_checkpoints: list[str] | None, model_id: str = "",
+                  in_channels: int = 3) -> tuple[torch.nn.Module, dict, dict | None]:
     """A fresh U-Net, or a parent model of the previous generation to continue from (the
     consistency trainer's, and `init: parent`); with the model's arguments and its parent
     (model id and checkpoint; None for a fresh model)."""
-    model_args = dict(in_channels=3, out_channels=output_channels(task, num_classes, extra_class),
+    model_args = dict(in_channels=in_channels, out_channels=output_channels(task, num_classes, extra_class),
                       alpha=settings["model"]["alpha"], dropout=settings["model"]["dropout"])
     consistency = settings.get("trainer", "supervised") == "consistency"
     if not consistency and settings.get("init", "scratch") == "scratch":
@@ -111,6 +111,9 @@ def initial_model(settings: dict, task: str, num_classes: int, extra_class: bool
         raise InputError(f"{what}: pass --init-selection and --init-checkpoints")
     init_path = parent_checkpoint(init_selection, init_checkpoints, settings.get("parent", "rank:0"), model_id)
     model, ckpt = load_checkpoint(init_path, torch.device(path.device))
+    if ckpt["model_args"]["in_channels"] != in_channels:
+        raise InputError(f"{init_path}: the parent reads {ckpt['model_args']['in_channels']}-channel images, this "
+                         f"data store holds {in_channels}-channel images")
     if ckpt["model_args"]["out_channels"] != model_args["out_channels"]:
         raise InputError(f"{init_path}: the parent has {ckpt['model_args']['out_channels']} output channels, this "
                          f"model needs {model_args['out_channels']} (pseudo_labels.label_mode im_class adds one); "
@@ -268,7 +271,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     val = read_dev(store, settings.get("dev_images"), settings.get("dev_seed", 0))
     val_images = path.input(torch.from_numpy(val.images).permute(0, 3, 1, 2))
     model, model_args, parent = initial_model(settings, task, len(class_names), extra_class, path, init_selection,
-                                              init_checkpoints, model_id)
+                                              init_checkpoints, model_id, in_channels=val.images.shape[-1])
     trainer = settings.get("trainer", "supervised")
     consistency = trainer == "consistency"
     unlabeled = (UnlabeledViews(read_split(store, "unlabeled", with_masks=False).images, settings["batch_size"],
@@ -348,6 +351,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
 
     # checkpoint
     ckpt = {"state_dict": best["state_dict"], "model_args": model_args, "task": task, "class_names": class_names,
+            "palette": store.attrs["palette"], "size": list(store.attrs["size"]), "ignore_index": ignore,
             "model_id": model_id, "generation": generation, "lineage": lineage(generation, parent, settings, pseudo),
             "select_metric": select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],

@@ -17,14 +17,16 @@ def colorize(labels: np.ndarray, palette: list, ignore_index: int = 255, im: np.
              im_class_index: int | None = None) -> np.ndarray:
     """H x W class indices (or C x H x W multi-label 0/1) -> H x W x 3 uint8.
 
-    Classes take their palette colour; pixels inside the IM, or labeled with the extra IM
+    Classes take their palette colour (multi-label: a pixel with several labels shows their
+    colours as diagonal stripes, one without any label is black); pixels inside the IM, or labeled with the extra IM
     class, are grey; other ignored pixels (not annotated) are white."""
     pal = np.asarray(palette, dtype=np.uint8)
-    if labels.ndim == 3:  # multi-label: average the colours of the active channels
-        active = (labels == 1).astype(np.float32)
-        summed = np.einsum("chw,cd->hwd", active, pal.astype(np.float32))
-        count = active.sum(0)[..., None]
-        rgb = np.where(count > 0, summed / np.maximum(count, 1), pal[0] * 0).astype(np.uint8)
+    if labels.ndim == 3:  # multi-label: overlapping labels as diagonal stripes of their colours
+        active = labels == 1
+        yy, xx = np.indices(labels.shape[1:])
+        stripe = ((yy + xx) // 2) % np.maximum(active.sum(0), 1)
+        shown = active & (np.cumsum(active, 0) - 1 == stripe)  # one active label per pixel, in turn
+        rgb = np.einsum("chw,cd->hwd", shown.astype(np.int32), pal.astype(np.int32)).astype(np.uint8)
         unknown = (labels == ignore_index).any(0)
     else:
         rgb = pal[np.clip(labels, 0, len(pal) - 1)]
@@ -36,6 +38,11 @@ def colorize(labels: np.ndarray, palette: list, ignore_index: int = 255, im: np.
     if im is not None:
         rgb = np.where(im[..., None], np.uint8(IM_GREY), rgb)
     return rgb.astype(np.uint8)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """H x W x 1 grayscale or H x W x 3 -> H x W x 3."""
+    return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
 
 
 def _upscale(tile: np.ndarray, min_side: int) -> np.ndarray:
@@ -68,10 +75,10 @@ def preview_montage(pseudo: str | os.PathLike, data: str | os.PathLike, count: i
     rows = []
     for i in picks:
         j = int(index[i])
-        original = ds["images"][j]
+        original = as_rgb(ds["images"][j])
         label = colorize(ps["labels"][i], palette, ignore, ps["im"][i], im_class)
         truth = colorize(ds["masks"][j], palette, ignore) if ds["has_mask"][j] else np.full_like(original, 60)
-        tiles = [_upscale(t, min_side) for t in (original, ps["images"][i], label, truth)]
+        tiles = [_upscale(t, min_side) for t in (original, as_rgb(ps["images"][i]), label, truth)]
         gap = np.full((tiles[0].shape[0], 4, 3), 30, np.uint8)
         rows.append(np.concatenate([x for t in tiles for x in (t, gap)][:-1], 1))
     header = _header(["input", "masked input", "pseudo-label", "ground truth"], rows[0].shape[1] if rows else 400,
@@ -114,11 +121,11 @@ def render(store: str, out: str, index: int | None = None, array: str | None = N
         tiles = lambda i: [colorize(labels[i], palette, ignore)]  # noqa: E731
         n = labels.shape[0]
     elif kind == "im_core.pseudo_labels":
-        tiles = lambda i: [st["images"][i], colorize(st["labels"][i], palette, ignore, st["im"][i],  # noqa: E731
+        tiles = lambda i: [as_rgb(st["images"][i]), colorize(st["labels"][i], palette, ignore, st["im"][i],  # noqa: E731
                                                     st.attrs.get("im_class_index"))]
         n = st["images"].shape[0]
     elif kind == "im_core.data":
-        tiles = lambda i: [st["images"][i], colorize(st["masks"][i], palette, ignore)]  # noqa: E731
+        tiles = lambda i: [as_rgb(st["images"][i]), colorize(st["masks"][i], palette, ignore)]  # noqa: E731
         n = st["images"].shape[0]
     else:
         raise InputError(f"{store}: unknown store kind {kind!r}")

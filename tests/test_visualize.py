@@ -28,13 +28,15 @@ def test_im_is_grey_and_unannotated_is_white():
     assert tuple(rgb[0, 3]) == IM_GREY      # the extra IM class
 
 
-def test_multilabel_colours_average_active_channels():
-    labels = np.zeros((2, 1, 2), np.uint8)
-    labels[0, 0, 0] = 1
-    labels[1, 0, 0] = 1
-    labels[1, 0, 1] = 1
+def test_multilabel_overlaps_show_every_label_as_stripes():
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[0, :, :4] = 1          # label 0 on the left half
+    labels[1, :, 2:] = 1          # label 1 from column 2: columns 2-3 hold both
     rgb = colorize(labels, [[200, 0, 0], [0, 0, 200]])
-    assert tuple(rgb[0, 0]) == (100, 0, 100) and tuple(rgb[0, 1]) == (0, 0, 200)
+    assert {tuple(c) for c in rgb[:, :2].reshape(-1, 3)} == {(200, 0, 0)}
+    assert {tuple(c) for c in rgb[:, 4:].reshape(-1, 3)} == {(0, 0, 200)}
+    assert {tuple(c) for c in rgb[:, 2:4].reshape(-1, 3)} == {(200, 0, 0), (0, 0, 200)}  # both, striped
+    assert tuple(colorize(np.zeros((2, 1, 1), np.uint8), [[200, 0, 0], [0, 0, 200]])[0, 0]) == (0, 0, 0)
 
 
 @pytest.fixture()

@@ -56,7 +56,7 @@ wildcard_constraints:
 # A step's code version is a hash of the im_core modules it runs. It is one of the job's params,
 # so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
 STEP_MODULES = {
-    "prepare": ["data", "sources", "synthetic", "io"],
+    "prepare": ["data", "sources", "synthetic", "synthetic_cells", "io"],
     "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages", "runtime", "data", "models",
               "losses", "metrics", "predict", "io"],
     "predict": ["predict", "runtime", "data", "models", "losses", "io"],
@@ -66,6 +66,7 @@ STEP_MODULES = {
     "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],
+    "segment": ["segment", "predict", "runtime", "models", "losses", "data", "sources", "io"],
 }
 
 

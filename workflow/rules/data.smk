@@ -11,11 +11,11 @@ rule prepare_data:
     params:
         settings=lambda w: as_json(DATASETS[w.dataset]),
         code=code_version("prepare"),
-    threads: 1
+    threads: COMPUTE["predict_threads"]
     resources:
         mem_mb=COMPUTE["predict_mem_mb"],
         runtime=60,
     conda:
         ENV
     shell:
-        "python -m im_core.cli prepare --settings {params.settings:q} --out {output} --log {log}"
+        "python -m im_core.cli prepare --settings {params.settings:q} --threads {threads} --out {output} --log {log}"
