@@ -40,7 +40,8 @@ SUIM_PALETTE = [(0, 0, 0), (0, 0, 255), (0, 255, 0), (0, 255, 255), (255, 0, 0),
 SUIM_URL = "https://irvlab.cs.umn.edu/resources/suim-dataset"
 LAYOUT_DEFAULTS = {"images": "images", "masks": "masks", "unlabeled": "unlabeled", "image_name": "{stem}.*",
                    "mask_name": "{stem}.*", "recursive": False, "mask_format": None, "value_map": None,
-                   "void_value": None, "void_colour": None, "positive_value": 255}
+                   "void_value": None, "void_colour": None, "positive_value": 255,
+                   "missing_masks": "error"}
 
 
 @dataclass
@@ -269,6 +270,9 @@ def load_folder(cfg: dict) -> list[Item]:
     else:
         masks = _by_key(masks_dir, layout["mask_name"], "masks", recursive, skipped)
     _warn_skipped(skipped, key)
+    if layout["missing_masks"] == "unlabeled" and layout["mask_format"] != "label_folders":
+        without = [k for k in images if k not in masks]  # e.g. VOC: JPEGImages holds every image, masks a few
+        unlabeled.update({k: images.pop(k) for k in without if k not in unlabeled})
     _check_pairs(images, masks, unlabeled, images_dir, masks_dir, unlabeled_dir, allow_missing=layout["mask_format"] == "label_folders")
     if not images and not unlabeled:
         raise InputError(f"{images_dir}: no images found (looked for every format Pillow reads: .png, .jpg, .tif, "
