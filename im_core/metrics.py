@@ -81,9 +81,10 @@ def pseudo_label_quality(pseudo: np.ndarray, target: np.ndarray, ignore_index: i
                          class_names: list[str] | None = None) -> dict:
     """Coverage = share of pixels (with known ground truth) that got a real-class pseudo-label;
     accuracy = share of those that are right. IM-class and ignored pixels count as uncovered.
-    With class names (multi-class and binary), per class too: `pseudo_coverage_<c>` the share of
-    the class's true pixels that got a pseudo-label, `pseudo_accuracy_<c>` the share of the
-    pixels labeled c that are c."""
+    With class names, per class too: `pseudo_coverage_<c>` the share of the class's true pixels
+    that got a pseudo-label, `pseudo_accuracy_<c>` the share of the pixels labeled c that are c;
+    multi-label, per label: the same for its present pixels, and `pseudo_recall_<label>` the
+    share of its present pixels labeled present."""
     known = target != ignore_index
     covered = known & (pseudo != ignore_index) & (pseudo < (2 if pseudo.ndim == 4 else num_classes))
     n_known, n_covered = int(known.sum()), int(covered.sum())
@@ -96,4 +97,10 @@ def pseudo_label_quality(pseudo: np.ndarray, target: np.ndarray, ignore_index: i
             truly, labeled = known & (target == c), covered & (pseudo == c)
             out[f"pseudo_coverage_{name}"] = float((truly & covered).sum() / truly.sum()) if truly.any() else float("nan")
             out[f"pseudo_accuracy_{name}"] = float((target[labeled] == c).mean()) if labeled.any() else float("nan")
+    elif class_names:  # multi-label: per label, its present pixels
+        for k, name in enumerate(class_names):
+            truly, labeled = known[:, k] & (target[:, k] == 1), covered[:, k] & (pseudo[:, k] == 1)
+            out[f"pseudo_coverage_{name}"] = float((truly & covered[:, k]).sum() / truly.sum()) if truly.any() else float("nan")
+            out[f"pseudo_accuracy_{name}"] = float((target[:, k][labeled] == 1).mean()) if labeled.any() else float("nan")
+            out[f"pseudo_recall_{name}"] = float((truly & labeled).sum() / truly.sum()) if truly.any() else float("nan")
     return out

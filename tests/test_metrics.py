@@ -66,3 +66,15 @@ def test_pseudo_label_quality_counts_ignored_and_im_class_as_uncovered():
     pseudo = np.array([[[0, 1, IGN, 3, 1]]])  # 3 = extra IM class with 3 real classes
     q = pseudo_label_quality(pseudo, target, IGN, 3)
     assert q["pseudo_coverage"] == pytest.approx(2 / 4) and q["pseudo_accuracy"] == 1.0
+
+
+def test_multilabel_pseudo_label_quality_per_label():
+    from im_core.metrics import pseudo_label_quality
+    target = np.zeros((1, 2, 2, 4), np.uint8)
+    target[0, 0, 0, :2] = 1                        # label a present at 2 pixels
+    pseudo = target.copy()
+    pseudo[0, 0, 0, 1] = 255                       # one of them inside the IM
+    pseudo[0, 1, 1, 3] = 1                         # label b: a wrong present
+    out = pseudo_label_quality(pseudo, target, 255, 2, ["a", "b"])
+    assert out["pseudo_coverage_a"] == 0.5 and out["pseudo_recall_a"] == 0.5 and out["pseudo_accuracy_a"] == 1.0
+    assert out["pseudo_accuracy_b"] == 0.0 and np.isnan(out["pseudo_recall_b"])
