@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .synthetic import _smooth_field
+
 LABEL_NAMES = ["alive", "dead", "position"]
 PALETTE = [(70, 200, 90), (230, 70, 60), (250, 220, 40)]
 
@@ -28,19 +30,10 @@ def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, c
     return radius <= 1.0, radius
 
 
-def _smooth(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    coarse = rng.random((cells + 1, cells + 1))
-    idx = np.linspace(0, cells, size)
-    i0 = np.floor(idx).astype(int).clip(0, cells - 1)
-    f = idx - i0
-    rows = coarse[i0] * (1 - f)[:, None] + coarse[i0 + 1] * f[:, None]
-    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
-
-
 def make_cell_scene(rng: np.random.Generator, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
     """One (image H x W x 1 uint8, labels 3 x H x W uint8 0/1) pair."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    image = rng.uniform(0.4, 0.6) + rng.uniform(0.05, 0.15) * (_smooth(rng, size, 2) - 0.5)
+    image = rng.uniform(0.4, 0.6) + rng.uniform(0.05, 0.15) * (_smooth_field(rng, size, 2) - 0.5)
     labels = np.zeros((3, size, size), np.uint8)
     for _ in range(int(rng.integers(3, 8))):
         dead = rng.random() < 0.4
