@@ -108,7 +108,7 @@ def _crop_boxes(rng: np.random.Generator, h: int, w: int, count: int, min_side: 
     return boxes
 
 
-def _resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
     """Image (H x W x C) bilinear and mask (H x W, or labels x H x W) nearest to `size`."""
     h, w = size
     if image.shape[:2] != (h, w):
@@ -192,8 +192,6 @@ def _load_item(item: Item, boxes: list, size: tuple[int, int], channels: int, la
     mask = item.read_mask() if item.read_mask is not None else None
     values = None
     if mask is not None:
-        if mask.ndim == 3 and mask.shape[1:] == (0, 0):  # multi-label image without any label mask
-            mask = np.zeros((mask.shape[0], *image.shape[:2]), np.int64)
         if mask.shape[-2:] != image.shape[:2]:
             raise InputError(f"{item.mask_label}: mask is {mask.shape[-1]}x{mask.shape[-2]} but its image is "
                              f"{image.shape[1]}x{image.shape[0]} ({item.name}); they must be the same size")
@@ -204,7 +202,7 @@ def _load_item(item: Item, boxes: list, size: tuple[int, int], channels: int, la
         if box is not None:
             t, l, s = box
             im, m = image[t:t + s, l:l + s], None if mask is None else mask[..., t:t + s, l:l + s]
-        im, m = _resize_pair(im, m, size)
+        im, m = resize_pair(im, m, size)
         out.append((im, np.full((*label_dims, *size), ignore, np.uint8) if m is None else m.astype(np.uint8)))
     return out, values
 

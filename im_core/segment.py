@@ -24,19 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .io import InputError, atomic_output, open_store, read_json
 from .losses import discretize_probabilities, probabilities
 from .predict import load_checkpoint, predict_logits
 from .runtime import choose_path, pick_device
-from .sources import few_names, image_suffixes
+from . import sources
+from .data import resize_pair
+from .sources import few_names
 
 log = logging.getLogger("im_core.segment")
 
 KIND = "im_core.segmentation"
 PREVIEW_OPACITY = 0.5   # share of the class colour in a preview pixel
-_MODES = {1: "L", 3: "RGB"}
 
 
 # ---------------------------------------------------------------- choosing the model
@@ -87,14 +88,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: images folder not found (--images); pass a folder of images")
-    suffixes = image_suffixes()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
-                found.append((Path(dirpath) / name).relative_to(root))
-    return sorted(found)
+    return [p.relative_to(root) for p in sources.list_images(root, recursive=True)]
 
 
 def output_names(files: list[Path]) -> list[Path]:
@@ -132,22 +126,9 @@ def _is_segmentation(folder: Path) -> bool:
 
 def read_input(path: Path, channels: int) -> np.ndarray:
     """An image as H x W x `channels` uint8 (RGB, or grayscale for 1-channel models)."""
-    if channels not in _MODES:
+    if channels not in (1, 3):
         raise InputError(f"the model reads {channels}-channel images; only 1 (grayscale) and 3 (RGB) are supported")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(_MODES[channels])).reshape(im.height, im.width, channels)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: cannot read this image ({e}); replace or remove the file") from e
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """H x W x C uint8 -> size[0] x size[1] x C, bilinear."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    resized = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).resize((w, h), Image.BILINEAR)
-    return np.asarray(resized).reshape(h, w, image.shape[-1])
+    return sources.read_image(path, channels)
 
 
 # ---------------------------------------------------------------- labels and pictures
@@ -262,7 +243,7 @@ def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: i
         for start in range(0, len(files), batch_size):
             part = list(zip(files[start:start + batch_size], names[start:start + batch_size]))
             originals = [read_input(root / f, channels) for f, _ in part]
-            batch = np.stack([resize_image(im, size) for im in originals])
+            batch = np.stack([resize_pair(im, None, size)[0] for im in originals])
             logits = torch.cat(list(predict_logits(model, batch, batch_size, path)))
             for (_, name), image, probs in zip(part, originals, probabilities(logits, task)):
                 labels = labels_at(probs, image.shape[:2], task, len(class_names))

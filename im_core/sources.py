@@ -145,7 +145,7 @@ def nearest_palette_index(rgb: np.ndarray, palette: list[tuple[int, int, int]]) 
     return (diff**2).sum(-1).argmin(1).reshape(rgb.shape[:2]).astype(np.uint8)
 
 
-def _list_images(folder: Path, skipped: list[Path] | None = None, recursive: bool = False) -> list[Path]:
+def list_images(folder: Path, skipped: list[Path] | None = None, recursive: bool = False) -> list[Path]:
     """The files of `folder` (and its subfolders, with `recursive`) that Pillow can open (by
     suffix), sorted; hidden files and folders are left out. Other entries (files of other types,
     subfolders when not recursive) are appended to `skipped` when given."""
@@ -181,7 +181,7 @@ def _by_key(folder: Path, pattern: str, what: str, recursive: bool, skipped: lis
     """The image files of `folder` by the key their name gives under `pattern` (see name_key);
     files that do not fit the pattern are skipped; two files with one key are an error."""
     out: dict[str, Path] = {}
-    for p in _list_images(folder, skipped, recursive):
+    for p in list_images(folder, skipped, recursive):
         key = name_key(pattern, p.relative_to(folder).as_posix())
         if key is None:
             skipped.append(p)
@@ -278,7 +278,8 @@ def load_folder(cfg: dict) -> list[Item]:
         raise InputError(f"{images_dir}: no images found (looked for every format Pillow reads: .png, .jpg, .tif, "
                          f".bmp, .webp, ... named as layout.image_name: {layout['image_name']!r})")
     reader = MASK_READERS[layout["mask_format"]]
-    items = [_file_item(key_, path, functools.partial(reader, masks.get(key_), cfg, layout), masks.get(key_))
+    items = [_file_item(key_, path, masks.get(key_), lambda shape, files=masks.get(key_):
+                        functools.partial(reader, files, cfg, layout, shape))
              for key_, path in images.items()]
     items += [_file_item(key_, path, None, None) for key_, path in unlabeled.items()]
     if layout["mask_format"] == "label_folders":
@@ -290,11 +291,13 @@ def load_folder(cfg: dict) -> list[Item]:
     return items
 
 
-def _file_item(key: str, path: Path, read_mask: Callable | None, mask_files) -> Item:
+def _file_item(key: str, path: Path, mask_files, mask_reader: Callable | None) -> Item:
+    """An image file's item; `mask_reader(shape)` gives its mask reader (None: unlabeled)."""
     h, w, gray = image_header(path)
     name = f"{key.rpartition('/')[0]}/{path.name}" if "/" in key else path.name
     label = (few_names([str(p) for p in mask_files.values()]) if isinstance(mask_files, dict)
              else str(mask_files or ""))
+    read_mask = mask_reader((h, w)) if mask_reader else None
     return Item(name, h, w, gray, functools.partial(read_image, path), read_mask, None, label)
 
 
@@ -335,7 +338,7 @@ def _check_pairs(images: dict[str, Path], masks: dict, unlabeled: dict[str, Path
 
 # ---------------------------------------------------------------- reading masks
 
-def read_index_classes(path: Path, cfg: dict, layout: dict) -> np.ndarray:
+def read_index_classes(path: Path, cfg: dict, layout: dict, shape: tuple[int, int] = (0, 0)) -> np.ndarray:
     """A class-index mask with the layout's value map, 0/255 binary and void value applied, checked."""
     raw = read_index_mask(path)
     ignore = cfg["ignore_index"]
@@ -362,7 +365,7 @@ def _apply_value_map(raw: np.ndarray, value_map: dict[int, int], path: Path, cfg
     return lut[raw]
 
 
-def read_palette_classes(path: Path, cfg: dict, layout: dict) -> np.ndarray:
+def read_palette_classes(path: Path, cfg: dict, layout: dict, shape: tuple[int, int] = (0, 0)) -> np.ndarray:
     """An RGB mask as class indices by the nearest palette colour; the void colour (if set) is ignored."""
     palette = [tuple(c) for c in cfg["palette"]]
     void = layout.get("void_colour")
@@ -370,7 +373,7 @@ def read_palette_classes(path: Path, cfg: dict, layout: dict) -> np.ndarray:
     return np.where(index == len(palette), cfg["ignore_index"], index).astype(np.int64)
 
 
-def read_channel_labels(path: Path, cfg: dict, layout: dict) -> np.ndarray:
+def read_channel_labels(path: Path, cfg: dict, layout: dict, shape: tuple[int, int] = (0, 0)) -> np.ndarray:
     """One multi-channel mask, channel k = label k, each 0 / positive_value -> labels x H x W 0/1."""
     values = read_channel_mask(path)
     n = len(cfg["class_names"])
@@ -380,8 +383,9 @@ def read_channel_labels(path: Path, cfg: dict, layout: dict) -> np.ndarray:
     return np.stack([_binary(values[..., k], path, cfg, layout) for k in range(n)])
 
 
-def read_folder_labels(files: dict[int, Path] | None, cfg: dict, layout: dict) -> np.ndarray:
-    """One 0 / positive_value mask per label ({label index: file}); a label without a file is all 0."""
+def read_folder_labels(files: dict[int, Path] | None, cfg: dict, layout: dict, shape: tuple[int, int]) -> np.ndarray:
+    """One 0 / positive_value mask per label ({label index: file}); a label without a file is
+    all 0 at the image's `shape`."""
     files = files or {}
     arrays = {k: read_channel_mask(p) for k, p in files.items()}
     for k, a in arrays.items():
@@ -392,10 +396,8 @@ def read_folder_labels(files: dict[int, Path] | None, cfg: dict, layout: dict) -
     if len(shapes) > 1:
         raise InputError(f"{few_names([str(p) for p in files.values()])}: the label masks of one image differ in size "
                          f"({', '.join(f'{w}x{h}' for h, w in sorted(shapes))})")
-    shape = shapes.pop() if shapes else None
+    shape = shapes.pop() if shapes else shape
     n = len(cfg["class_names"])
-    if shape is None:
-        return np.zeros((n, 0, 0), np.int64)  # sized to the image by data.prepare
     return np.stack([_binary(arrays[k][..., 0], files[k], cfg, layout) if k in arrays else np.zeros(shape, np.int64)
                      for k in range(n)])
 
@@ -411,6 +413,8 @@ def _binary(values: np.ndarray, path: Path, cfg: dict, layout: dict) -> np.ndarr
     return (values == positive).astype(np.int64)
 
 
+# layout.mask_format -> reader(mask file, or {label: file}, cfg, layout, the image's (h, w)); only
+# label folders need the shape (a label without a file is all 0)
 MASK_READERS = {"index": read_index_classes, "palette": read_palette_classes, "channels": read_channel_labels,
                 "label_folders": read_folder_labels}
 
