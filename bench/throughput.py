@@ -1,6 +1,6 @@
 """Training and prediction throughput of the project's step against a plain eager fp32 loop.
 
-    python bench/throughput.py [--sizes 32 128 256] [--alphas 0.5 1] [--batch 16] [--seconds 4]
+    python bench/throughput.py [--sizes 32 128 256] [--alphas 0.5 1] [--batch 16] [--seconds 4] [--as-avx2]
 
 For every size x width, one process (so the two are timed side by side on the same machine
 state) measures:
@@ -20,6 +20,11 @@ Rounds alternate between the two loops; the median round counts. Threads: one at
 job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
 writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
+
+`--as-avx2` runs every configuration with the instruction sets capped at AVX2
+(ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), so a CPU with AVX-512 or
+AMX runs the kernels an AVX2-only CPU runs, and `auto` chooses as it would there; it writes
+results/bench/throughput_avx2.md. Caches, clocks and core count stay this machine's.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 from report import publish  # noqa: E402
 
@@ -156,6 +163,19 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     return out
 
 
+def machine_header(batch: int) -> str:
+    """The CPU, the flags the kernels may use (after any instruction-set cap) and torch's build."""
+    import torch
+    from im_core.runtime import cpu_flags
+    flags = cpu_flags()
+    usable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    caps = [f"{k}={os.environ[k]}" for k in AVX2_CAPS if os.environ.get(k)]
+    return (f"CPU: {cpu_name()}, {os.cpu_count()} cores; flags used: {', '.join(usable) or 'none of avx2/avx512/bf16'}"
+            f"{'; capped: ' + ', '.join(caps) if caps else ''}; torch {torch.__version__} "
+            f"({torch.backends.cpu.get_cpu_capability()}); "
+            f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; batch {batch}")
+
+
 def table(rows: list[dict]) -> str:
     head = ("| size | α | threads | project path | train img/s plain | train img/s project | ratio | "
             "project on fp32, contiguous: img/s | ratio | "
@@ -184,20 +204,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=6.0, help="time per loop per configuration")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: 1 at 32 px, all cores above")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "throughput"))
+    ap.add_argument("--as-avx2", action="store_true", help="cap the instruction sets at AVX2 (see above)")
+    ap.add_argument("--out", default=None, help="default: results/bench/throughput[_avx2]")
+    ap.add_argument("--header", action="store_true", help=argparse.SUPPRESS)  # internal
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
     a = ap.parse_args(argv)
+    if a.header:
+        print(json.dumps(machine_header(a.batch)))
+        return
     if a.one:
         size, alpha, threads = json.loads(a.one)
         print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds)))
         return
 
-    import torch
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    native = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    header = (f"CPU: {cpu_name()}, {os.cpu_count()} cores; flags: {', '.join(native) or 'none of avx2/avx512/bf16'}; "
-              f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}); "
-              f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; batch {a.batch}")
+    env = {**os.environ, **AVX2_CAPS} if a.as_avx2 else dict(os.environ)
+    header = json.loads(subprocess.run([sys.executable, __file__, "--header"], env=env, capture_output=True,
+                                       text=True, check=True).stdout)
     print(header, flush=True)
     rows = []
     for size in a.sizes:
@@ -205,12 +227,12 @@ def main(argv: list[str] | None = None) -> None:
             threads = a.threads or (1 if size <= 32 else os.cpu_count())
             cmd = [sys.executable, __file__, "--one", json.dumps([size, alpha, threads]), "--batch", str(a.batch),
                    "--seconds", str(a.seconds), "--rounds", str(a.rounds)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"  {size}² α={alpha}: train {r['train_project'] / r['train_plain']:.2f}× of the plain loop, "
                   f"predict {r['predict_project'] / r['predict_plain']:.2f}×", flush=True)
-    out = Path(a.out)
+    out = Path(a.out or ROOT / "results" / "bench" / ("throughput_avx2" if a.as_avx2 else "throughput"))
     publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd
     pd.DataFrame([{**{k: v for k, v in r.items() if k != "path"}, **{f"path_{k}": v for k, v in r["path"].items()}}
