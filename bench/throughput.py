@@ -2,8 +2,9 @@
 
     python bench/throughput.py [--sizes 32 128 256] [--alphas 0.5 1] [--batch 16] [--seconds 4] [--as-avx2]
 
-For every size x width, one process (so the two are timed side by side on the same machine
-state) measures:
+For every size x width, two processes, one after the other, each alternating its loops round
+by round (so they are timed side by side on the same machine state). The first, with glibc's
+default allocator, measures:
 - the project's training step: batches drawn from the uint8 training set in memory, flips and
   scale-crops on the batch, loss and AdamW step on the numerical path `runtime.choose_path`
   picks (precision and memory format auto), i.e. what `im-core train` runs per step;
@@ -16,7 +17,10 @@ state) measures:
 - GFLOP/s from the counted FLOPs of one forward + backward, against a matmul peak measured in
   the same process (fp32, and bf16 where the CPU computes it natively);
 - the process's peak resident memory.
-Rounds alternate between the two loops; the median round counts. Threads: one at 32 px (one
+The second keeps freed memory in the heap, as every job of the project does
+(`runtime.start_job`), and measures the project's step and prediction and the plain loop again.
+The headline ratio is the project's step as a job runs it against the plain loop with the
+default allocator; the other columns split the gain. The median round counts. Threads: one at 32 px (one
 job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
 writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
@@ -77,8 +81,11 @@ def matmul_peak(dtype, threads: int, n: int = 2048, seconds: float = 1.5) -> flo
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int) -> dict:
-    """One configuration, in this process."""
+def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
+            heap_kept: bool = False) -> dict:
+    """One configuration, in this process: with glibc's default allocator, or (`heap_kept`) with
+    freed memory kept in the heap as a job of the project runs (`runtime.keep_freed_memory`,
+    which cannot be undone within a process)."""
     import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -86,11 +93,13 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     from im_core.losses import segmentation_loss
     from im_core.models import build_model
     from im_core.predict import predict_labels
-    from im_core.runtime import choose_path, cpu_has_native_bf16
+    from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory
     from im_core.optim import make_optimizer
     from im_core.train import training_step
 
     torch.set_num_threads(threads)
+    if heap_kept and not keep_freed_memory():
+        raise SystemExit("this C library does not take glibc's mallopt settings")
     classes, n_images = 6, 4 * batch
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
@@ -147,13 +156,15 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
             calls += 1
         return calls * images_per_call / (time.perf_counter() - start)
 
-    rates = {k: [] for k in ("train_plain", "train_project", "train_project_fp32", "predict_plain", "predict_project")}
+    loops = {"train_plain": (plain_step, batch), "train_project": (project_step, batch),
+             "train_project_fp32": (fp32_step, batch), "predict_plain": (plain_predict, n_images),
+             "predict_project": (project_predict, n_images)}
+    if heap_kept:
+        del loops["train_project_fp32"]
+    rates = {k: [] for k in loops}
     for _ in range(rounds):
-        rates["train_plain"].append(rate(plain_step, batch))
-        rates["train_project"].append(rate(project_step, batch))
-        rates["train_project_fp32"].append(rate(fp32_step, batch))
-        rates["predict_plain"].append(rate(plain_predict, n_images))
-        rates["predict_project"].append(rate(project_predict, n_images))
+        for name, (fn, images_per_call) in loops.items():
+            rates[name].append(rate(fn, images_per_call))
     out = {k: statistics.median(v) for k, v in rates.items()}
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(),
                gflop_per_image=train_flops_per_image / 1e9,
@@ -177,22 +188,25 @@ def machine_header(batch: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    """One line per configuration: the project's step as a job runs it (heap kept) against the
+    plain loop with the default allocator, and the figures that split the gain."""
     head = ("| size | α | threads | project path | train img/s plain | train img/s project | ratio | "
-            "project on fp32, contiguous: img/s | ratio | "
-            "predict img/s plain | predict img/s project | ratio | GFLOP/s plain | GFLOP/s project | "
+            "project, default allocator | project on fp32, contiguous, default allocator | plain, heap kept | "
+            "predict img/s plain | predict img/s project | ratio | GFLOP/s plain → project | "
             "matmul peak fp32 / bf16 | peak RSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        p = r["path"]
+        h, p = r["heap"], r["path"]
         path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}"
         peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
+        plain = r["train_plain"]
         lines.append(
-            f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {r['train_plain']:.1f} | "
-            f"{r['train_project']:.1f} | **{r['train_project'] / r['train_plain']:.2f}×** | "
-            f"{r['train_project_fp32']:.1f} | {r['train_project_fp32'] / r['train_plain']:.2f}× | {r['predict_plain']:.1f} | "
-            f"{r['predict_project']:.1f} | {r['predict_project'] / r['predict_plain']:.2f}× | "
-            f"{r['gflop_per_image'] * r['train_plain']:.1f} | {r['gflop_per_image'] * r['train_project']:.1f} | "
-            f"{peak} | {r['peak_rss_mb']:.0f} |")
+            f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {plain:.1f} | {h['train_project']:.1f} | "
+            f"**{h['train_project'] / plain:.2f}×** | {r['train_project'] / plain:.2f}× | "
+            f"{r['train_project_fp32'] / plain:.2f}× | {h['train_plain'] / plain:.2f}× | {r['predict_plain']:.1f} | "
+            f"{h['predict_project']:.1f} | {h['predict_project'] / r['predict_plain']:.2f}× | "
+            f"{r['gflop_per_image'] * plain:.1f} → {r['gflop_per_image'] * h['train_project']:.1f} | "
+            f"{peak} | {h['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -207,14 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--as-avx2", action="store_true", help="cap the instruction sets at AVX2 (see above)")
     ap.add_argument("--out", default=None, help="default: results/bench/throughput[_avx2]")
     ap.add_argument("--header", action="store_true", help=argparse.SUPPRESS)  # internal
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--heap-kept", action="store_true", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
     a = ap.parse_args(argv)
     if a.header:
         print(json.dumps(machine_header(a.batch)))
         return
     if a.one:
         size, alpha, threads = json.loads(a.one)
-        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds)))
+        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds, a.heap_kept)))
         return
 
     env = {**os.environ, **AVX2_CAPS} if a.as_avx2 else dict(os.environ)
@@ -227,15 +242,18 @@ def main(argv: list[str] | None = None) -> None:
             threads = a.threads or (1 if size <= 32 else os.cpu_count())
             cmd = [sys.executable, __file__, "--one", json.dumps([size, alpha, threads]), "--batch", str(a.batch),
                    "--seconds", str(a.seconds), "--rounds", str(a.rounds)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"  {size}² α={alpha}: train {r['train_project'] / r['train_plain']:.2f}× of the plain loop, "
-                  f"predict {r['predict_project'] / r['predict_plain']:.2f}×", flush=True)
+            row, heap = (json.loads(subprocess.run(c, capture_output=True, text=True, check=True, env=env)
+                                    .stdout.strip().splitlines()[-1]) for c in (cmd, cmd + ["--heap-kept"]))
+            rows.append({**row, "heap": heap})
+            print(f"  {size}² α={alpha}: train {heap['train_project'] / row['train_plain']:.2f}× of the plain loop, "
+                  f"predict {heap['predict_project'] / row['predict_plain']:.2f}×", flush=True)
     out = Path(a.out or ROOT / "results" / "bench" / ("throughput_avx2" if a.as_avx2 else "throughput"))
     publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd
-    pd.DataFrame([{**{k: v for k, v in r.items() if k != "path"}, **{f"path_{k}": v for k, v in r["path"].items()}}
+    pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("path", "heap")},
+                   **{f"path_{k}": v for k, v in r["path"].items()},
+                   **{f"heap_kept_{k}": r["heap"][k] for k in ("train_plain", "train_project", "predict_plain",
+                                                               "predict_project", "peak_rss_mb")}}
                   for r in rows]).to_csv(out.with_suffix(".csv"), index=False)
     print(f"written: {out.with_suffix('.csv')}")
 

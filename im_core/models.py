@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .batchnorm import BatchNorm2d
+
 
 def _conv(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2), nn.ReLU(inplace=True))
@@ -15,7 +17,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0):
         super().__init__()
         self.body = nn.Sequential(
-            _conv(in_ch, out_ch, 3), _conv(out_ch, out_ch, 1), nn.Dropout2d(dropout), nn.BatchNorm2d(out_ch)
+            _conv(in_ch, out_ch, 3), _conv(out_ch, out_ch, 1), nn.Dropout2d(dropout), BatchNorm2d(out_ch)
         )
         self.pool = nn.MaxPool2d(2)
 
@@ -31,8 +33,8 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.body = nn.Sequential(
-            _conv(in_ch, in_ch, 1), nn.BatchNorm2d(in_ch),
-            _conv(in_ch, in_ch, 3), _conv(in_ch, out_ch, 1), nn.Dropout2d(dropout), nn.BatchNorm2d(out_ch),
+            _conv(in_ch, in_ch, 1), BatchNorm2d(in_ch),
+            _conv(in_ch, in_ch, 3), _conv(in_ch, out_ch, 1), nn.Dropout2d(dropout), BatchNorm2d(out_ch),
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -49,12 +51,12 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, alpha: float = 1.0, dropout: float = 0.0):
         super().__init__()
         w = [int(f * alpha) for f in (16, 32, 64, 128, 256)]
-        self.stem = nn.Sequential(_conv(in_channels, w[0], 1), nn.BatchNorm2d(w[0]))
+        self.stem = nn.Sequential(_conv(in_channels, w[0], 1), BatchNorm2d(w[0]))
         self.enc = nn.ModuleList(
             [EncoderBlock(w[0], w[0], dropout)] + [EncoderBlock(w[i - 1], w[i], dropout) for i in range(1, 4)]
         )
         self.bottleneck = nn.Sequential(
-            _conv(w[3], w[4], 3), _conv(w[4], w[3], 1), nn.Dropout2d(dropout), nn.BatchNorm2d(w[3])
+            _conv(w[3], w[4], 3), _conv(w[4], w[3], 1), nn.Dropout2d(dropout), BatchNorm2d(w[3])
         )
         self.dec = nn.ModuleList([DecoderBlock(w[i], w[i - 1] if i else w[0], dropout) for i in (3, 2, 1, 0)])
         self.head = nn.Conv2d(w[0], out_channels, 1)

@@ -18,7 +18,7 @@ from .data import label_shape, split_indices
 from .io import atomic_output, create_array, open_store
 from .losses import confidence, discretize, probabilities
 from .models import build_model
-from .runtime import NumericPath, choose_path, pick_device
+from .runtime import NumericPath, choose_path, pick_device, start_job
 
 CHUNK_IMAGES = 512   # images read, predicted and written at a time
 
@@ -101,7 +101,7 @@ def predict_labels_with_confidence(model: torch.nn.Module, images: np.ndarray | 
 
 
 def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int = 64, threads: int = 1) -> dict:
-    torch.set_num_threads(max(1, threads))
+    start_job(threads)
     store = open_store(data)
     task, class_names, size = store.attrs["task"], store.attrs["class_names"], tuple(store.attrs["size"])
     device = pick_device()

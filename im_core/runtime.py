@@ -3,19 +3,22 @@
 `choose_path` resolves the `auto` settings from what the machine offers; the result is logged
 and recorded in every checkpoint. Measured (bench/throughput.py) on the project's U-Net:
 - channels-last pays on CUDA; in fp32 on CPUs with AVX-512 at every size (1.4-2x) and on
-  AVX2-only CPUs from about 64 px (below that it was 0.9x there); in bf16 except for the
-  half-width U-Net on several threads from 64 px;
+  AVX2-only CPUs from about 64 px (below that it was 0.9x there); in bf16 at every size, once
+  the few-channel layers' batch norm has its own kernel (batchnorm.py);
 - bf16 autocast pays only where the CPU computes bf16 natively (AMX or AVX-512 BF16: 1.3-1.9x
   here); where it is emulated (AVX2) it ran 7-15x slower, so `auto` never picks it there;
 - on CUDA, autocast in bf16 (fp16 with a gradient scaler on GPUs without bf16) and cuDNN
   autotuning;
-- torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default.
+- torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default;
+- `start_job` keeps freed memory in the heap, which spares every step's activations their page
+  faults.
 Runs on a CPU repeat bit for bit; on CUDA, `deterministic` asks PyTorch for deterministic
 algorithms (and turns cuDNN's autotuning off), since atomics-based kernels vary from run to run.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 from dataclasses import asdict, dataclass
@@ -74,6 +77,32 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
+def start_job(threads: int) -> None:
+    """Per-process set-up of a training or prediction job: its thread count, and heap memory kept
+    for reuse (`keep_freed_memory`)."""
+    torch.set_num_threads(max(1, threads))
+    keep_freed_memory()
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the heap: no mmap for large blocks, no trimming.
+
+    By default glibc serves large blocks (up to 32 MB, the size of a batch's activations) with
+    mmap and gives them back on free, so every new activation tensor of every step faults its
+    pages in again: a 32 MB elementwise product took 12 ms that way and 2 ms from the heap, and
+    the training step ran 1.1-1.5x faster at 128-256 px (bench/throughput.py). The price is that
+    a process holds on to its peak memory until it ends. False where the C library is not glibc."""
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -130,24 +159,18 @@ def resolve_precision(requested: str, device: torch.device, flags: frozenset[str
 
 
 def resolve_channels_last(requested: str | bool, device: torch.device, image_size: tuple[int, int],
-                          precision: str = "fp32", alpha: float = 1.0, threads: int = 1,
-                          flags: frozenset[str] | None = None) -> bool:
+                          precision: str = "fp32", flags: frozenset[str] | None = None) -> bool:
     if requested != "auto":
         return bool(requested)
-    if device.type == "cuda":
+    if device.type == "cuda" or precision == "bf16":
         return True
-    if precision == "bf16":
-        # oneDNN's bf16 kernels for the narrow layers of a half-width U-Net ran slower in
-        # channels-last with 2 threads from 64 px (0.7x); with one thread it paid at every size
-        return not (threads > 1 and alpha < 1 and min(image_size) >= 64)
     flags = cpu_flags() if flags is None else flags
     return "avx512f" in flags or min(image_size) >= 64
 
 
 def choose_path(settings: dict, image_size: tuple[int, int], device: torch.device | None = None,
                 flags: frozenset[str] | None = None) -> NumericPath:
-    """The path for one job from the train settings' `precision`, `channels_last`, `compile` and
-    model width, for the threads torch was given (set them first)."""
+    """The path for one job from the train settings' `precision`, `channels_last` and `compile`."""
     device = device or pick_device()
     deterministic = bool(settings.get("deterministic", False))
     if deterministic:
@@ -157,9 +180,7 @@ def choose_path(settings: dict, image_size: tuple[int, int], device: torch.devic
     precision = resolve_precision(settings.get("precision", "auto"), device, flags)
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 is for CUDA; on a CPU use bf16 (where it is native) or fp32")
-    alpha = settings.get("model", {}).get("alpha", 1.0)
-    channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, alpha,
-                                          torch.get_num_threads(), flags)
+    channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, flags)
     return NumericPath(device=str(device), precision=precision, channels_last=channels_last,
                        compile=bool(settings.get("compile", False)), deterministic=deterministic)
 

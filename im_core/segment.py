@@ -29,7 +29,7 @@ from PIL import Image
 from .io import InputError, atomic_output, open_store, read_json
 from .losses import discretize_probabilities, probabilities
 from .predict import load_checkpoint, predict_logits
-from .runtime import choose_path, pick_device
+from .runtime import choose_path, pick_device, start_job
 from . import sources
 from .data import resize_pair
 from .sources import few_names
@@ -216,7 +216,7 @@ def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: i
         data: str | None = None) -> dict:
     """Segment every image under `images` with the model of `checkpoint` into the folder `out`."""
     started = time.time()
-    torch.set_num_threads(max(1, threads))
+    start_job(threads)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
     check_folders(images, out)

@@ -39,7 +39,7 @@ from .losses import dynamic_loss, output_channels, probabilities, segmentation_l
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
 from .predict import checkpoints_by_id, load_checkpoint, predict_labels
-from .runtime import NumericPath, choose_path
+from .runtime import NumericPath, choose_path, start_job
 from .stages import parent_id, path_letter
 
 log = logging.getLogger("im_core.train")
@@ -246,7 +246,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
         model_id: str = "", generation: int = 0, progress: bool = True,
         init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
     # set-up
-    torch.set_num_threads(max(1, threads))
+    start_job(threads)
     seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]

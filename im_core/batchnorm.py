@@ -1,0 +1,90 @@
+"""Batch normalization that stays fast on channels-last CPU tensors with few channels.
+
+PyTorch's CPU kernels vectorize over the innermost dimension, which in channels-last memory is
+the channel dimension. With fewer channels than a vector holds (the 8-channel full-resolution
+layers of the half-width U-Net), its batch-norm backward ran 4-5x slower than on contiguous
+memory with two threads (16 x 8 x 128 x 128: 23 ms against 5 ms, forward + backward), which
+made channels-last a loss for the whole model. Here the tensor's memory is viewed as rows of
+whole pixels about 128 values wide, so every sum and elementwise pass runs over wide rows:
+5.6 ms for the same layer. Every other case (evaluation, contiguous memory, CUDA, 16 channels
+or more) is PyTorch's own kernel. The result equals nn.BatchNorm2d's to rounding (tested).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FEW_CHANNELS = 16
+_ROW_WIDTH = 128
+
+
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last N x C x H x W tensor's memory as a (pixels / k) x (k * C) view: k whole
+    pixels per row, k * C about `_ROW_WIDTH` values."""
+    channels = x.shape[1]
+    pixels = x.numel() // channels
+    k = max(1, _ROW_WIDTH // channels)
+    while pixels % k:
+        k //= 2
+    return x.permute(0, 2, 3, 1).reshape(-1, k * channels)
+
+
+def _per_channel(row_sums: torch.Tensor, channels: int) -> torch.Tensor:
+    return row_sums.view(-1, channels).sum(0, dtype=torch.float32)
+
+
+class _RowBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm on `pixel_rows`; returns the output rows and the batch mean and
+    biased variance per channel (fp32). Inputs in bf16 (autocast) keep bf16 activations and fp32
+    statistics, as PyTorch's mixed-type kernel does."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, channels: int, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        k, count = rows.shape[1] // channels, rows.numel() // channels
+        mean = _per_channel(rows.sum(0), channels) / count
+        centred = rows - mean.to(rows.dtype).repeat(k)
+        var = _per_channel(torch.square(centred).sum(0), channels) / count
+        invstd = torch.rsqrt(var + eps)
+        out = torch.addcmul(bias.to(rows.dtype).repeat(k), centred, (weight * invstd).to(rows.dtype).repeat(k))
+        ctx.save_for_backward(centred, invstd, weight)
+        ctx.channels = channels
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _grad_mean, _grad_var):
+        centred, invstd, weight = ctx.saved_tensors
+        channels = ctx.channels
+        k, count = centred.shape[1] // channels, centred.numel() // channels
+        grad_out = grad_out.contiguous()
+        grad_bias = _per_channel(grad_out.sum(0), channels)
+        grad_dot_centred = _per_channel((grad_out * centred).sum(0), channels)
+        scale = weight * invstd
+        # dx = scale * (dy - mean(dy) - centred * invstd^2 * mean(dy * centred)), per channel
+        slope = scale * invstd * invstd * grad_dot_centred / count
+        dx = torch.addcmul((-scale * grad_bias / count).to(centred.dtype).repeat(k), grad_out,
+                           scale.to(centred.dtype).repeat(k))
+        dx.addcmul_(centred, slope.to(centred.dtype).repeat(k), value=-1)
+        return dx, None, grad_dot_centred * invstd, grad_bias, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (same parameters, buffers and state dict) with the row kernel above for
+    training on channels-last CPU tensors of fewer than `FEW_CHANNELS` channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._use_rows(x):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        rows, mean, var = _RowBatchNorm.apply(pixel_rows(x), c, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            count = x.numel() // c
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+    def _use_rows(self, x: torch.Tensor) -> bool:
+        return (self.training and self.track_running_stats and self.affine and self.momentum is not None
+                and x.device.type == "cpu" and x.dim() == 4 and 1 < x.shape[1] < FEW_CHANNELS
+                and x.numel() > x.shape[1] and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last))

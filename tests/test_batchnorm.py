@@ -1,0 +1,81 @@
+"""The channels-last batch norm for few channels against PyTorch's own."""
+import platform
+
+import pytest
+import torch
+
+from im_core.batchnorm import BatchNorm2d, pixel_rows
+from im_core.runtime import capped_flags, keep_freed_memory
+
+
+def _pair(channels: int, seed: int = 0) -> tuple[torch.nn.BatchNorm2d, BatchNorm2d]:
+    torch.manual_seed(seed)
+    reference = torch.nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 2.0)
+        reference.bias.uniform_(-1.0, 1.0)
+    ours = BatchNorm2d(channels)
+    ours.load_state_dict(reference.state_dict())
+    return reference, ours
+
+
+@pytest.mark.parametrize("shape", [(4, 8, 32, 32), (3, 3, 5, 7), (2, 15, 6, 6), (1, 2, 1, 3)])
+def test_matches_pytorch_in_training(shape):
+    reference, ours = _pair(shape[1])
+    torch.manual_seed(1)
+    x = torch.randn(shape) * 3 + 2
+    grad = torch.randn(shape)
+    x_ref = x.clone().requires_grad_()
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    for _ in range(2):   # twice, so the running statistics are compared after two updates
+        out_ref, out = reference(x_ref), ours(x_cl)
+        (out_ref * grad).sum().backward()
+        (out * grad).sum().backward()
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_cl.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.running_mean, reference.running_mean)
+    torch.testing.assert_close(ours.running_var, reference.running_var)
+    assert int(ours.num_batches_tracked) == 2
+
+
+def test_bf16_inputs_keep_bf16_and_match_closely():
+    reference, ours = _pair(8)
+    x = (torch.randn(4, 8, 16, 16) * 2).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    out_ref = reference(x.contiguous())
+    out = ours(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), out_ref.float(), rtol=0.02, atol=0.05)
+    torch.testing.assert_close(ours.running_mean, reference.running_mean, rtol=0.01, atol=0.01)
+
+
+def test_other_cases_are_pytorchs_kernel():
+    reference, ours = _pair(8)
+    x = torch.randn(2, 8, 8, 8)
+    torch.testing.assert_close(ours(x), reference(x))       # contiguous input
+    ours.eval(), reference.eval()
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours(x_cl), reference(x_cl))  # evaluation
+
+
+def test_pixel_rows_is_a_view_of_whole_pixels():
+    x = torch.arange(2 * 4 * 3 * 5, dtype=torch.float32).view(2, 4, 3, 5).contiguous(memory_format=torch.channels_last)
+    rows = pixel_rows(x)
+    assert rows.data_ptr() == x.data_ptr() and rows.shape[1] % 4 == 0 and rows.shape[1] <= 128
+    assert torch.equal(rows.reshape(-1, 4), x.permute(0, 2, 3, 1).reshape(-1, 4))
+
+
+def test_instruction_set_caps_take_flags_away():
+    amx = frozenset({"avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert capped_flags(amx, "AVX2", None) == {"avx2"}
+    assert capped_flags(amx, "avx512_core", None) == {"avx2", "avx512f", "avx512bw"}
+    assert capped_flags(amx, "AVX512_CORE_BF16", None) == {"avx2", "avx512f", "avx512bw", "avx512_bf16"}
+    assert capped_flags(amx, None, "avx2") == {"avx2", "amx_bf16", "amx_tile"}
+    assert capped_flags(amx, "ALL", "AVX512") == amx
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_is_accepted_by_glibc():
+    assert keep_freed_memory()
