@@ -29,42 +29,42 @@ def pixel_rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, k * channels)
 
 
-def _per_channel(row_sums: torch.Tensor, channels: int) -> torch.Tensor:
-    return row_sums.view(-1, channels).sum(0, dtype=torch.float32)
+def _per_channel(rows: torch.Tensor, channels: int) -> torch.Tensor:
+    return rows.sum(0).view(-1, channels).sum(0)
 
 
 class _RowBatchNorm(torch.autograd.Function):
     """Training-mode batch norm on `pixel_rows`; returns the output rows and the batch mean and
-    biased variance per channel (fp32). Inputs in bf16 (autocast) keep bf16 activations and fp32
-    statistics, as PyTorch's mixed-type kernel does."""
+    biased variance per channel. The arithmetic is fp32 whatever the input's type, so bf16
+    inputs (autocast) are rounded once, on output, as in PyTorch's mixed-type kernel."""
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, channels: int, weight: torch.Tensor, bias: torch.Tensor, eps: float):
         k, count = rows.shape[1] // channels, rows.numel() // channels
-        mean = _per_channel(rows.sum(0), channels) / count
-        centred = rows - mean.to(rows.dtype).repeat(k)
-        var = _per_channel(torch.square(centred).sum(0), channels) / count
+        values = rows.float()
+        mean = _per_channel(values, channels) / count
+        centred = values - mean.repeat(k)
+        var = _per_channel(torch.square(centred), channels) / count
         invstd = torch.rsqrt(var + eps)
-        out = torch.addcmul(bias.to(rows.dtype).repeat(k), centred, (weight * invstd).to(rows.dtype).repeat(k))
+        out = torch.addcmul(bias.float().repeat(k), centred, (weight.float() * invstd).repeat(k))
         ctx.save_for_backward(centred, invstd, weight)
         ctx.channels = channels
-        return out, mean, var
+        return out.to(rows.dtype), mean, var
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, _grad_mean, _grad_var):
         centred, invstd, weight = ctx.saved_tensors
         channels = ctx.channels
         k, count = centred.shape[1] // channels, centred.numel() // channels
-        grad_out = grad_out.contiguous()
-        grad_bias = _per_channel(grad_out.sum(0), channels)
-        grad_dot_centred = _per_channel((grad_out * centred).sum(0), channels)
-        scale = weight * invstd
+        grad = grad_out.float().contiguous()
+        grad_bias = _per_channel(grad, channels)
+        grad_dot_centred = _per_channel(grad * centred, channels)
+        scale = weight.float() * invstd
         # dx = scale * (dy - mean(dy) - centred * invstd^2 * mean(dy * centred)), per channel
         slope = scale * invstd * invstd * grad_dot_centred / count
-        dx = torch.addcmul((-scale * grad_bias / count).to(centred.dtype).repeat(k), grad_out,
-                           scale.to(centred.dtype).repeat(k))
-        dx.addcmul_(centred, slope.to(centred.dtype).repeat(k), value=-1)
-        return dx, None, grad_dot_centred * invstd, grad_bias, None
+        dx = torch.addcmul((-scale * grad_bias / count).repeat(k), grad, scale.repeat(k))
+        dx.addcmul_(centred, slope.repeat(k), value=-1)
+        return dx.to(grad_out.dtype), None, (grad_dot_centred * invstd).to(weight.dtype), grad_bias.to(weight.dtype), None
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -41,14 +41,23 @@ def test_matches_pytorch_in_training(shape):
     assert int(ours.num_batches_tracked) == 2
 
 
-def test_bf16_inputs_keep_bf16_and_match_closely():
+def test_bf16_inputs_are_computed_in_fp32_and_rounded_once():
     reference, ours = _pair(8)
-    x = (torch.randn(4, 8, 16, 16) * 2).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    out_ref = reference(x.contiguous())
-    out = ours(x)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), out_ref.float(), rtol=0.02, atol=0.05)
-    torch.testing.assert_close(ours.running_mean, reference.running_mean, rtol=0.01, atol=0.01)
+    x = (torch.randn(4, 8, 16, 16) * 2 + 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x_ref = x.float().requires_grad_()          # the fp32 truth on the same (bf16) values
+    x_bf16 = x.clone().requires_grad_()
+    out_ref, out = reference(x_ref), ours(x_bf16)
+    out_ref.backward(grad.float())
+    out.backward(grad)
+    assert out.dtype == torch.bfloat16 and x_bf16.grad.dtype == torch.bfloat16
+    # one rounding to bf16 (8 significant bits) of the fp32 result, statistics and parameter grads in fp32
+    torch.testing.assert_close(out.float(), out_ref, rtol=2**-8, atol=1e-6)
+    torch.testing.assert_close(x_bf16.grad.float(), x_ref.grad, rtol=2**-8, atol=1e-6)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.running_mean, reference.running_mean)
+    torch.testing.assert_close(ours.running_var, reference.running_var)
 
 
 def test_other_cases_are_pytorchs_kernel():
