@@ -8,6 +8,15 @@ from im_core.batchnorm import BatchNorm2d, pixel_rows
 from im_core.runtime import capped_flags, keep_freed_memory
 
 
+@pytest.fixture(autouse=True)
+def two_threads():
+    """The row kernel is used with several threads only."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _pair(channels: int, seed: int = 0) -> tuple[torch.nn.BatchNorm2d, BatchNorm2d]:
     torch.manual_seed(seed)
     reference = torch.nn.BatchNorm2d(channels)
@@ -63,10 +72,15 @@ def test_bf16_inputs_are_computed_in_fp32_and_rounded_once():
 def test_other_cases_are_pytorchs_kernel():
     reference, ours = _pair(8)
     x = torch.randn(2, 8, 8, 8)
-    torch.testing.assert_close(ours(x), reference(x))       # contiguous input
-    ours.eval(), reference.eval()
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(ours(x_cl), reference(x_cl))  # evaluation
+    assert ours._use_rows(x_cl) and not ours._use_rows(x)   # contiguous input
+    torch.set_num_threads(1)
+    assert not ours._use_rows(x_cl)                          # one thread
+    torch.set_num_threads(2)
+    torch.testing.assert_close(ours(x), reference(x))
+    ours.eval(), reference.eval()
+    assert not ours._use_rows(x_cl)                          # evaluation
+    torch.testing.assert_close(ours(x_cl), reference(x_cl))
 
 
 def test_pixel_rows_is_a_view_of_whole_pixels():
