@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import platform
 from dataclasses import asdict, dataclass
 
 import torch
@@ -90,9 +91,8 @@ def keep_freed_memory() -> bool:
     By default glibc serves large blocks (up to 32 MB, the size of a batch's activations) with
     mmap and gives them back on free, so every new activation tensor of every step faults its
     pages in again: a 32 MB elementwise product took 12 ms that way and 2 ms from the heap, and
-    the training step ran 1.1-1.5x faster at 128-256 px (bench/throughput.py). The price is that
+    the training step ran up to 1.5x faster at 128-256 px (bench/throughput.py). The price is that
     a process holds on to its peak memory until it ends. False where the C library is not glibc."""
-    import platform
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
