@@ -20,8 +20,8 @@ default allocator, measures:
 The second keeps freed memory in the heap, as every job of the project does
 (`runtime.start_job`), and measures the project's step and prediction and the plain loop again.
 The headline ratio is the project's step as a job runs it against the plain loop with the
-default allocator; the other columns split the gain. The median round counts. Threads: one at 32 px (one
-job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
+default allocator; the other columns split the gain. The median round counts. Threads: one at
+32 px (one job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
 writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
 
@@ -120,7 +120,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         return path, step, predict
 
     path, project_step, project_predict = project({})
-    _, fp32_step, _ = project({"precision": "fp32", "channels_last": False})
+    fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False})[1]
 
     # the plain eager fp32 loop on tensors
     torch.manual_seed(0)
@@ -159,8 +159,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     loops = {"train_plain": (plain_step, batch), "train_project": (project_step, batch),
              "train_project_fp32": (fp32_step, batch), "predict_plain": (plain_predict, n_images),
              "predict_project": (project_predict, n_images)}
-    if heap_kept:
-        del loops["train_project_fp32"]
+    loops = {name: loop for name, loop in loops.items() if loop[0] is not None}
     rates = {k: [] for k in loops}
     for _ in range(rounds):
         for name, (fn, images_per_call) in loops.items():

@@ -1,5 +1,6 @@
 """Batch augmentation, the in-memory batch source and the numerical-path choice."""
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from torchvision.transforms.v2 import functional as TF
 from im_core.augment import augment_batch, crop_boxes, gaussian_blur, geometric
 from im_core.batches import Batches, TrainingTensors
 from im_core.losses import segmentation_loss
-from im_core.runtime import NumericPath, choose_path, cpu_has_native_bf16, resolve_channels_last, resolve_precision
+from im_core.runtime import (NumericPath, capped_flags, choose_path, cpu_has_native_bf16, keep_freed_memory,
+                             resolve_channels_last, resolve_precision)
 
 
 def labelled_batch(n=6, size=16, seed=0):
@@ -216,3 +218,17 @@ def test_mixed_batches_resume_where_they_stopped():
 def test_labeled_share_needs_the_pairs_it_asks_for():
     with pytest.raises(Exception, match="pseudo-labeled pairs per batch, but the training set has none"):
         Batches(_marked_pairs(10, 0), 8, None, torch.Generator(), labeled_share=0.5)
+
+
+def test_instruction_set_caps_take_flags_away():
+    amx = frozenset({"avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert capped_flags(amx, "AVX2", None) == {"avx2"}
+    assert capped_flags(amx, "avx512_core", None) == {"avx2", "avx512f", "avx512bw"}
+    assert capped_flags(amx, "AVX512_CORE_BF16", None) == {"avx2", "avx512f", "avx512bw", "avx512_bf16"}
+    assert capped_flags(amx, None, "avx2") == {"avx2", "amx_bf16", "amx_tile"}
+    assert capped_flags(amx, "ALL", "AVX512") == amx
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_is_accepted_by_glibc():
+    assert keep_freed_memory()

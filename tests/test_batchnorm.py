@@ -1,11 +1,8 @@
 """The channels-last batch norm for few channels against PyTorch's own."""
-import platform
-
 import pytest
 import torch
 
 from im_core.batchnorm import BatchNorm2d, pixel_rows
-from im_core.runtime import capped_flags, keep_freed_memory
 
 
 @pytest.fixture(autouse=True)
@@ -88,17 +85,3 @@ def test_pixel_rows_is_a_view_of_whole_pixels():
     rows = pixel_rows(x)
     assert rows.data_ptr() == x.data_ptr() and rows.shape[1] % 4 == 0 and rows.shape[1] <= 128
     assert torch.equal(rows.reshape(-1, 4), x.permute(0, 2, 3, 1).reshape(-1, 4))
-
-
-def test_instruction_set_caps_take_flags_away():
-    amx = frozenset({"avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile"})
-    assert capped_flags(amx, "AVX2", None) == {"avx2"}
-    assert capped_flags(amx, "avx512_core", None) == {"avx2", "avx512f", "avx512bw"}
-    assert capped_flags(amx, "AVX512_CORE_BF16", None) == {"avx2", "avx512f", "avx512bw", "avx512_bf16"}
-    assert capped_flags(amx, None, "avx2") == {"avx2", "amx_bf16", "amx_tile"}
-    assert capped_flags(amx, "ALL", "AVX512") == amx
-
-
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_keep_freed_memory_is_accepted_by_glibc():
-    assert keep_freed_memory()
