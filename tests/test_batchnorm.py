@@ -85,3 +85,25 @@ def test_pixel_rows_is_a_view_of_whole_pixels():
     rows = pixel_rows(x)
     assert rows.data_ptr() == x.data_ptr() and rows.shape[1] % 4 == 0 and rows.shape[1] <= 128
     assert torch.equal(rows.reshape(-1, 4), x.permute(0, 2, 3, 1).reshape(-1, 4))
+
+
+def test_constant_and_offset_channels():
+    """A dead channel (all zeros after a ReLU) and one whose mean is far above its spread: the
+    per-column statistics merged per channel keep both exact."""
+    reference, ours = _pair(4)
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 16, 16)
+    x[:, 1] = 0.0
+    x[:, 2] = x[:, 2] * 0.1 + 10.0
+    grad = torch.randn(x.shape)
+    x_ref = x.clone().requires_grad_()
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert ours._use_rows(x_cl)
+    out_ref, out = reference(x_ref), ours(x_cl)
+    (out_ref * grad).sum().backward()
+    (out * grad).sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x_cl.grad).all()
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x_cl.grad, x_ref.grad, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.running_var, reference.running_var)
