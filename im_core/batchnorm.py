@@ -35,6 +35,11 @@ def pixel_rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, k * channels)
 
 
+def _by_channel(columns: torch.Tensor, channels: int) -> torch.Tensor:
+    """A per-column vector of `pixel_rows` (k * C values) as k x C: one row per pixel of a row."""
+    return columns.view(-1, channels)
+
+
 class _RowBatchNorm(torch.autograd.Function):
     """Training-mode batch norm on `pixel_rows`; returns the output rows and the batch mean and
     biased variance per channel. Every pass is one of PyTorch's own batch-norm kernels on the
@@ -51,7 +56,7 @@ class _RowBatchNorm(torch.autograd.Function):
         _, column_mean, column_invstd = torch.native_batch_norm(rows, ones, zeros, None, None, True, 0.0, 0.0)
         # with eps 0, PyTorch reports a zero variance (a dead channel) as invstd 0
         column_var = torch.where(column_invstd > 0, column_invstd.pow(-2), 0.0)
-        column_mean, column_var = column_mean.view(k, channels), column_var.view(k, channels)
+        column_mean, column_var = _by_channel(column_mean, channels), _by_channel(column_var, channels)
         mean = column_mean.mean(0)
         var = column_var.mean(0) + torch.square(column_mean - mean).mean(0)
         out = torch.batch_norm(rows, weight.float().repeat(k), bias.float().repeat(k), mean.repeat(k), var.repeat(k),
@@ -70,7 +75,7 @@ class _RowBatchNorm(torch.autograd.Function):
         # per column: sum(dy * (x - mean)) and sum(dy), in fp32
         _, column_dot, column_sum = torch.ops.aten.native_batch_norm_backward(
             grad, rows, ones, None, None, mean.repeat(k), ones, True, 0.0, [False, True, True])
-        grad_dot_centred, grad_bias = column_dot.view(k, channels).sum(0), column_sum.view(k, channels).sum(0)
+        grad_dot_centred, grad_bias = _by_channel(column_dot, channels).sum(0), _by_channel(column_sum, channels).sum(0)
         scale = weight.float() * invstd
         # dx = scale * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))), per channel
         slope = -scale * invstd * invstd * grad_dot_centred / count
