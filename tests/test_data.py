@@ -8,7 +8,7 @@ from PIL import Image
 from im_core.config import resolve_dataset
 from im_core.data import SPLITS, prepare, read_split, training_arrays
 from im_core.sources import SUIM_PALETTE, nearest_palette_index
-from im_core.io import InputError, open_store
+from im_core.io import InputError, chunk_shape, open_store
 
 
 def _folder_cfg(path, **extra):
@@ -59,6 +59,28 @@ def test_folder_source_builds_store_with_splits_and_unlabeled_images(tmp_path):
     i = names.index("img0.png")
     assert (store["masks"][i] == np.asarray(Image.open(root / "masks" / "img0.png"))).all()
     assert _tree_digest(root) == before  # nothing of the user's data changed
+
+
+def test_chunks_hold_whole_samples_within_the_byte_limit():
+    assert chunk_shape((1000, 32, 32, 3), 1) == (64, 32, 32, 3)
+    assert chunk_shape((10, 32, 32), 1) == (10, 32, 32)
+    assert chunk_shape((10_000, 256, 256, 3), 1) == (16, 256, 256, 3)  # 3 MiB
+    assert chunk_shape((10_000, 256, 256), 1) == (64, 256, 256)  # 4 MiB
+    assert chunk_shape((3, 4096, 4096, 3), 1) == (1, 4096, 4096, 3)
+    assert chunk_shape((100_000,), 8) == (65536,)
+    # the blocks that prediction (512) and pseudo-label building (256) write stay chunk-aligned
+    for shape in [(1000, 32, 32, 3), (1000, 7, 300, 300), (1000, 1024, 1024, 3)]:
+        assert 256 % chunk_shape(shape, 1)[0] == 0
+
+
+def test_store_written_in_windows_across_chunks_reads_back_whole(tmp_path):
+    root = make_folder(tmp_path / "data", n=8, unlabeled=3)
+    prepare(_folder_cfg(root), tmp_path / "whole.zarr")
+    prepare(_folder_cfg(root), tmp_path / "windows.zarr", window=3)  # 11 images, one chunk, four writes
+    whole, windows = open_store(tmp_path / "whole.zarr"), open_store(tmp_path / "windows.zarr")
+    assert whole["images"].chunks == (11, 16, 16, 3)
+    for name in ("images", "masks", "split", "has_mask"):
+        assert (whole[name][:] == windows[name][:]).all()
 
 
 def test_training_sees_only_the_labeled_split(tmp_path):
