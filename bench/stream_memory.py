@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from im_core.io import create_array, open_store, write_json  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
 
-CHUNK = 500
+CHUNK = 512  # a multiple of the stores' chunks (io.chunk_shape), so no chunk is written twice
 CLASSES = 3
 
 
