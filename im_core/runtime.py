@@ -93,10 +93,11 @@ def keep_freed_memory() -> bool:
     mmap and gives them back on free, so every new activation tensor of every step faults its
     pages in again: a 32 MB elementwise product took 12 ms that way and 2 ms from the heap, and
     the training step ran up to 1.5x faster at 128-256 px (bench/throughput.py). The price is that
-    a process holds on to its peak memory until it ends, and it holds it per arena: zarr encodes and
-    decodes chunks in worker threads, each of which got an arena of its own, so predicting 10 000
-    images at 256 px peaked at 1.65-1.74 GB against 1.41 GB with one arena (no slower; training
-    unchanged). Call it before any thread starts. False where the C library is not glibc."""
+    a process holds on to its peak memory until it ends, and it holds it per arena: zarr encodes
+    and decodes chunks in worker threads, each of which got an arena of its own, so predicting
+    10 000 images at 256 px peaked at 1.65-1.74 GB against 1.41-1.46 GB with one arena (no
+    slower; the training step unchanged). Call it before any thread starts. False where the C
+    library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
