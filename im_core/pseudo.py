@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.morphology import dilation, erosion, footprint_rectangle
 
-from .io import InputError, atomic_output, create_array, open_store, read_json
+from .io import InputError, atomic_output, create_array, open_store, read_json, share_one_heap
 from .data import label_shape, split_indices
 from .curriculum import assign, class_keys, key_count, sample_confidences, thresholds
 from .stages import parent_id
@@ -221,6 +221,7 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: d
         checkpoints: list[str] | None = None, parent: str | None = None) -> dict:
     """Build the pseudo-label store of `generation` from the teachers named in `selection` (or,
     builder `parent`, from the one student's parent `parent` names)."""
+    share_one_heap()
     builder = settings.get("builder", "im")
     if builder not in BUILDERS:
         raise InputError(f"pseudo_labels.builder: {builder!r} makes no pseudo-labels; builders: {list(BUILDERS)}")

@@ -18,13 +18,13 @@ algorithms (and turns cuDNN's autotuning off), since atomics-based kernels vary 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
-import platform
 from dataclasses import asdict, dataclass
 
 import torch
+
+from .io import glibc, share_one_heap
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,26 +87,20 @@ def start_job(threads: int) -> None:
 
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the heap: no mmap for large blocks, no trimming, and one
-    heap (arena) for every thread.
+    heap for every thread (`io.share_one_heap`, since each thread's heap would keep its own peak).
 
     By default glibc serves large blocks (up to 32 MB, the size of a batch's activations) with
     mmap and gives them back on free, so every new activation tensor of every step faults its
     pages in again: a 32 MB elementwise product took 12 ms that way and 2 ms from the heap, and
     the training step ran up to 1.5x faster at 128-256 px (bench/throughput.py). The price is that
-    a process holds on to its peak memory until it ends, and it holds it per arena: zarr encodes
-    and decodes chunks in worker threads, each of which got an arena of its own, so predicting
-    10 000 images at 256 px peaked at 1.65-1.74 GB against 1.41-1.46 GB with one arena (no
-    slower; the training step unchanged). Call it before any thread starts. False where the C
-    library is not glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    a process holds on to its peak memory until it ends. Call it before any thread starts. False
+    where the C library is not glibc."""
+    libc = glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    m_trim_threshold, m_mmap_max = -1, -4
     return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-            and bool(libc.mallopt(m_arena_max, 1)))
+            and share_one_heap())
 
 
 def pick_device() -> torch.device:
