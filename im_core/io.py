@@ -1,4 +1,5 @@
-"""Zarr stores, atomic outputs owned by one job, JSON files and the error type for bad input.
+"""Zarr stores (and the one heap their codec threads share), atomic outputs owned by one job,
+JSON files and the error type for bad input.
 
 A job claims its outputs when it starts (`claim_outputs`): it removes what interrupted earlier
 runs left (`.<name>.partial-*`), checks that it can write there, and writes its token to
