@@ -6,8 +6,10 @@ For every size x width, two processes, one after the other, each alternating its
 by round (so they are timed side by side on the same machine state). The first, with glibc's
 default allocator, measures:
 - the project's training step: batches drawn from the uint8 training set in memory, flips and
-  scale-crops on the batch, loss and AdamW step on the numerical path `runtime.choose_path`
-  picks (precision and memory format auto), i.e. what `im-core train` runs per step;
+  scale-crops on the batch, loss and AdamW step on the numerical path a training job takes
+  (precision and memory format auto: the step timed on each candidate path as the
+  `time_numeric_paths` job times it, then `runtime.choose_path` on those timings), i.e. what
+  `im-core train` runs per step;
 - the same step forced to fp32 and contiguous memory (the path a CPU without native bf16 or
   AVX-512 takes at 32 px), which separates the data pipeline's gain from the numerical path's;
 - a plain reference loop: the same model and batch size in fp32, contiguous, eager, on float
@@ -20,7 +22,8 @@ default allocator, measures:
 The second keeps freed memory in the heap, as every job of the project does
 (`runtime.start_job`), and measures the project's step and prediction and the plain loop again.
 The headline ratio is the project's step as a job runs it against the plain loop with the
-default allocator; the other columns split the gain. The median round counts. Threads: one at
+default allocator; the other columns split the gain. The heap-kept process runs first, times the paths and
+chooses; the other runs its choice. The median round counts. Threads: one at
 32 px (one job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
 writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
@@ -82,10 +85,12 @@ def matmul_peak(dtype, threads: int, n: int = 2048, seconds: float = 1.5) -> flo
 
 
 def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
-            heap_kept: bool = False) -> dict:
+            heap_kept: bool = False, path_settings: dict | None = None) -> dict:
     """One configuration, in this process: with glibc's default allocator, or (`heap_kept`) with
     freed memory kept in the heap as a job of the project runs (`runtime.keep_freed_memory`,
-    which cannot be undone within a process)."""
+    which cannot be undone within a process). The project's step runs on `path_settings`, or
+    where None on the path a training job takes: the step timed on each candidate path as the
+    `time_numeric_paths` job times it, then `runtime.choose_path` on those timings."""
     import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -93,6 +98,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     from im_core.losses import segmentation_loss
     from im_core.models import build_model
     from im_core.predict import predict_labels
+    from im_core.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, time_paths
     from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory
     from im_core.optim import make_optimizer
     from im_core.train import training_step
@@ -119,7 +125,15 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
         return path, step, predict
 
-    path, project_step, project_predict = project({})
+    rule = choose_path({"model": {"alpha": alpha}}, (size, size))
+    path_rates = None
+    if path_settings is None:
+        timed = time_paths(lambda p: project({"precision": p.precision, "channels_last": p.channels_last})[1],
+                           candidate_paths(cpu_has_native_bf16()), batch, ROUNDS, SECONDS_PER_ROUND)
+        path_rates = {(p.precision, p.channels_last): statistics.median(v) for p, v in timed.items()}
+        chosen = choose_path({"model": {"alpha": alpha}}, (size, size), measured=path_rates)
+        path_settings = {"precision": chosen.precision, "channels_last": chosen.channels_last}
+    path, project_step, project_predict = project(path_settings)
     fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False})[1]
 
     # the plain eager fp32 loop on tensors
@@ -165,7 +179,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         for name, (fn, images_per_call) in loops.items():
             rates[name].append(rate(fn, images_per_call))
     out = {k: statistics.median(v) for k, v in rates.items()}
-    out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(),
+    out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
+               path_rates={f"{p}{'+cl' if cl else ''}": r for (p, cl), r in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
                peak_fp32=matmul_peak(torch.float32, threads),
                peak_bf16=matmul_peak(torch.bfloat16, threads) if cpu_has_native_bf16() else None,
@@ -195,8 +210,10 @@ def table(rows: list[dict]) -> str:
             "matmul peak fp32 / bf16 | peak RSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        h, p = r["heap"], r["path"]
+        h, p, rule = r["heap"], r["path"], r["rule_path"]
         path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}"
+        if (p["precision"], p["channels_last"]) != (rule["precision"], rule["channels_last"]):
+            path += f" (timed; rule: {rule['precision']}{', channels-last' if rule['channels_last'] else ''})"
         peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
         plain = r["train_plain"]
         lines.append(
@@ -207,6 +224,11 @@ def table(rows: list[dict]) -> str:
             f"{r['gflop_per_image'] * plain:.1f} → {r['gflop_per_image'] * h['train_project']:.1f} | "
             f"{peak} | {h['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
+
+
+def one_process(cmd: list[str], env: dict) -> dict:
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.strip()
+                      .splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,13 +244,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--header", action="store_true", help=argparse.SUPPRESS)  # internal
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--heap-kept", action="store_true", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
+    ap.add_argument("--path", help=argparse.SUPPRESS)  # internal: the path the heap-kept process chose
     a = ap.parse_args(argv)
     if a.header:
         print(json.dumps(machine_header(a.batch)))
         return
     if a.one:
         size, alpha, threads = json.loads(a.one)
-        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds, a.heap_kept)))
+        path_settings = json.loads(a.path) if a.path else None
+        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds, a.heap_kept, path_settings)))
         return
 
     env = {**os.environ, **AVX2_CAPS} if a.as_avx2 else dict(os.environ)
@@ -241,16 +265,20 @@ def main(argv: list[str] | None = None) -> None:
             threads = a.threads or (1 if size <= 32 else os.cpu_count())
             cmd = [sys.executable, __file__, "--one", json.dumps([size, alpha, threads]), "--batch", str(a.batch),
                    "--seconds", str(a.seconds), "--rounds", str(a.rounds)]
-            row, heap = (json.loads(subprocess.run(c, capture_output=True, text=True, check=True, env=env)
-                                    .stdout.strip().splitlines()[-1]) for c in (cmd, cmd + ["--heap-kept"]))
+            # the job's process (heap kept) times the paths and chooses; the other runs its choice
+            heap = one_process(cmd + ["--heap-kept"], env)
+            row = one_process(cmd + ["--path", json.dumps({k: heap["path"][k] for k in ("precision", "channels_last")})],
+                              env)
             rows.append({**row, "heap": heap})
             print(f"  {size}² α={alpha}: train {heap['train_project'] / row['train_plain']:.2f}× of the plain loop, "
                   f"predict {heap['predict_project'] / row['predict_plain']:.2f}×", flush=True)
     out = Path(a.out or ROOT / "results" / "bench" / ("throughput_avx2" if a.as_avx2 else "throughput"))
     publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd
-    pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("path", "heap")},
+    pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("path", "heap", "rule_path", "path_rates")},
                    **{f"path_{k}": v for k, v in r["path"].items()},
+                   **{f"rule_{k}": r["rule_path"][k] for k in ("precision", "channels_last")},
+                   **{f"timed_{k}": v for k, v in r["heap"]["path_rates"].items()},
                    **{f"heap_kept_{k}": r["heap"][k] for k in ("train_plain", "train_project", "predict_plain",
                                                                "predict_project", "peak_rss_mb")}}
                   for r in rows]).to_csv(out.with_suffix(".csv"), index=False)

@@ -43,7 +43,13 @@ def cmd_train(a):
     from . import train
     return train.run(a.data, a.out, _settings(a.settings), pseudo=a.pseudo, threads=a.threads,
                      model_id=a.model_id, generation=a.generation, progress=not a.no_progress,
-                     init_selection=a.init_selection, init_checkpoints=a.init_checkpoints)
+                     init_selection=a.init_selection, init_checkpoints=a.init_checkpoints,
+                     path_timings=a.path_timings)
+
+
+def cmd_time_paths(a):
+    from . import path_timings
+    return path_timings.run(a.data, a.out, a.alpha, a.batch_size, a.threads)
 
 
 def cmd_predict(a):
@@ -183,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true")
     sp.add_argument("--init-selection", help="trainer consistency: selection file naming the model to fine-tune")
     sp.add_argument("--init-checkpoints", nargs="+", help="trainer consistency: the checkpoints it ranks")
+    sp.add_argument("--path-timings", help="the training step's images/s per numerical path on this machine "
+                    "(im-core time-paths): precision and channels_last `auto` follow it")
+
+    sp = add("time-paths", cmd_time_paths, "time the training step on each numerical path this machine offers")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--alpha", type=float, required=True, help="the U-Net's width multiplier")
+    sp.add_argument("--batch-size", type=int, required=True)
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--out", required=True)
 
     sp = add("predict", cmd_predict, "predict splits of a data store with one model")
     sp.add_argument("--checkpoint", required=True)

@@ -12,7 +12,9 @@ and recorded in every checkpoint. Measured (bench/throughput.py) on the project'
 - torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default;
 - `start_job` keeps freed memory in the heap, which spares every step's activations their page
   faults.
-Runs on a CPU repeat bit for bit; on CUDA, `deterministic` asks PyTorch for deterministic
+Where CPUs disagree (channels-last at 32 px), a training job on a CPU follows the step's timings
+on this machine instead (`path_timings`, `faster_measured`) when a path beats the rule's by
+`MEASURED_MARGIN`. Runs on a CPU repeat bit for bit; on CUDA, `deterministic` asks PyTorch for deterministic
 algorithms (and turns cuDNN's autotuning off), since atomics-based kernels vary from run to run.
 """
 from __future__ import annotations
@@ -20,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from .io import glibc, share_one_heap
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# a measured path replaces the rule's only if it trains this much faster: timings of one machine
+# vary by several per cent from run to run, and a near tie must not flip a choice between runs
+MEASURED_MARGIN = 1.1
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -169,8 +174,11 @@ def resolve_channels_last(requested: str | bool, device: torch.device, image_siz
 
 
 def choose_path(settings: dict, image_size: tuple[int, int], device: torch.device | None = None,
-                flags: frozenset[str] | None = None) -> NumericPath:
-    """The path for one job from the train settings' `precision`, `channels_last` and `compile`."""
+                flags: frozenset[str] | None = None,
+                measured: dict[tuple[str, bool], float] | None = None) -> NumericPath:
+    """The path for one job from the train settings' `precision`, `channels_last` and `compile`;
+    on a CPU with `measured` training images/s per (precision, channels_last) of this machine
+    (`path_timings`), the `auto` settings follow the measurement (`faster_measured`)."""
     device = device or pick_device()
     deterministic = bool(settings.get("deterministic", False))
     if deterministic:
@@ -181,8 +189,25 @@ def choose_path(settings: dict, image_size: tuple[int, int], device: torch.devic
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 is for CUDA; on a CPU use bf16 (where it is native) or fp32")
     channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, flags)
-    return NumericPath(device=str(device), precision=precision, channels_last=channels_last,
+    rule = NumericPath(device=str(device), precision=precision, channels_last=channels_last,
                        compile=bool(settings.get("compile", False)), deterministic=deterministic)
+    return faster_measured(rule, settings, measured) if measured and device.type == "cpu" else rule
+
+
+def faster_measured(rule: NumericPath, settings: dict, measured: dict[tuple[str, bool], float]) -> NumericPath:
+    """The measured path that trains fastest among those the settings allow (an explicit
+    precision or memory format stays), if it beats the rule's path by `MEASURED_MARGIN`; else
+    the rule's path (also where the rule's path was not measured)."""
+    wanted_precision, wanted_layout = settings.get("precision", "auto"), settings.get("channels_last", "auto")
+    allowed = {key: rate for key, rate in measured.items()
+               if wanted_precision in ("auto", key[0]) and (wanted_layout == "auto" or bool(wanted_layout) == key[1])}
+    rule_rate = allowed.get((rule.precision, rule.channels_last))
+    if not rule_rate:
+        return rule
+    fastest = max(allowed, key=allowed.get)
+    if allowed[fastest] < MEASURED_MARGIN * rule_rate:
+        return rule
+    return replace(rule, precision=fastest[0], channels_last=fastest[1])
 
 
 def use_deterministic_algorithms() -> None:

@@ -39,6 +39,7 @@ from .losses import dynamic_loss, output_channels, probabilities, segmentation_l
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
 from .predict import checkpoints_by_id, load_checkpoint, predict_labels
+from .path_timings import load_rates
 from .runtime import NumericPath, choose_path, start_job
 from .stages import parent_id, path_letter
 
@@ -244,13 +245,15 @@ def loss_addons(settings: dict, model: torch.nn.Module, model_args: dict, task: 
 
 def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads: int = 1,
         model_id: str = "", generation: int = 0, progress: bool = True,
-        init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
+        init_selection: str | None = None, init_checkpoints: list[str] | None = None,
+        path_timings: str | None = None) -> dict:
     # set-up
     start_job(threads)
     seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    path = choose_path(settings, tuple(store.attrs["size"]))
+    measured = load_rates(path_timings) if path_timings else None
+    path = choose_path(settings, tuple(store.attrs["size"]), measured=measured)
     select_metric = settings.get("select_metric", "miou")
     inputs = [data] + [p for p in (pseudo, init_selection) if p] + list(init_checkpoints or [])
     job_fingerprint = resume.fingerprint(settings, inputs, model_id=model_id, generation=generation,
@@ -355,7 +358,9 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             "model_id": model_id, "generation": generation, "lineage": lineage(generation, parent, settings, pseudo),
             "select_metric": select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
-            "history": history, "settings": settings, "numeric_path": path.as_dict(), "resumed_at": resumed_at,
+            "history": history, "settings": settings, "numeric_path": path.as_dict(),
+            "path_rates": {f"{p}{', channels-last' if cl else ''}": r for (p, cl), r in (measured or {}).items()},
+            "resumed_at": resumed_at,
             "fingerprint": job_fingerprint,
             "train_seconds": time.time() - started}
     with atomic_output(out) as tmp:

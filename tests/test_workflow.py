@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 import zarr
 from PIL import Image
@@ -78,6 +79,12 @@ def test_outputs_of_every_generation(tiny_run):
             assert table["im_fraction"].iloc[0] == pytest.approx(float(im.mean()), abs=1e-4)
             assert table["pseudo_coverage"].between(0, 1).all() and table["pseudo_accuracy"].between(0, 1).all()
     assert (tiny_run / "results" / "logs" / "tiny" / "gen1" / "train_m0.log").read_text().count("val mIoU") >= 2
+    # the training jobs follow the step's timings on this machine, and their checkpoints say so
+    timings = json.loads((res / "path_timings" / "alpha0.25_batch8.json").read_text())
+    rates = {(r["precision"], r["channels_last"]): r["median"] for r in timings["rates"]}
+    assert {("fp32", False), ("fp32", True)} <= set(rates) and min(rates.values()) > 0
+    ckpt = torch.load(res / "gen1" / "models" / "m0" / "model.pt", map_location="cpu", weights_only=False)
+    assert ckpt["path_rates"] and ckpt["numeric_path"]["device"] == "cpu"
     assert not list(res.rglob(".*partial*"))  # no leftovers of atomic writes
 
 
@@ -176,3 +183,35 @@ def test_default_target_builds_previews_and_plots_and_the_report_builds(tiny_run
     assert len(html) > 100_000
     for name in ("preview.png", "generations.png", "experiments.png", "metrics.csv", "Pseudo-labels"):
         assert name in html, name
+
+
+def im_core_imports(module: str) -> set[str]:
+    """The im_core modules `module` imports, at the top or inside functions."""
+    import ast
+    tree = ast.parse((REPO / "im_core" / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [alias.name for alias in node.names])
+    return found
+
+
+def test_every_step_code_version_covers_the_modules_it_runs():
+    """A job reruns when a module its step runs changes only if STEP_MODULES lists that module:
+    each step's list (its first entry the step's module) must hold everything that module
+    imports, directly or not. The modules that build a data store from its source reach the
+    other steps only through the store, which is an input of their jobs."""
+    import ast
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    start = text.index("STEP_MODULES = {")
+    step_modules = ast.literal_eval(text[text.index("{", start):text.index("\n}", start) + 2])
+    for step, listed in step_modules.items():
+        needed, todo = set(), [listed[0]]
+        while todo:
+            module = todo.pop()
+            if module not in needed:
+                needed.add(module)
+                todo.extend(im_core_imports(module))
+        if step != "prepare":
+            needed -= {"sources", "synthetic", "synthetic_cells"}
+        assert needed <= set(listed), f"STEP_MODULES[{step!r}] lacks {sorted(needed - set(listed))}"

@@ -58,15 +58,17 @@ wildcard_constraints:
 STEP_MODULES = {
     "prepare": ["data", "sources", "synthetic", "synthetic_cells", "io"],
     "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages", "runtime", "data", "models",
-              "losses", "metrics", "predict", "io"],
-    "predict": ["predict", "runtime", "data", "models", "losses", "io"],
+              "batchnorm", "losses", "metrics", "predict", "path_timings", "io"],
+    "time_paths": ["path_timings", "train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages",
+                   "runtime", "data", "models", "batchnorm", "losses", "metrics", "predict", "io"],
+    "predict": ["predict", "runtime", "data", "models", "batchnorm", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
-    "pseudo": ["pseudo", "curriculum", "stages", "predict", "runtime", "models", "losses", "data", "io"],
+    "pseudo": ["pseudo", "curriculum", "stages", "predict", "runtime", "models", "batchnorm", "losses", "data", "io"],
     "compare": ["compare", "methods", "io"],
     "metrics": ["evaluate", "metrics", "data", "io"],
     "visualize": ["visualize", "io"],
-    "segment": ["segment", "predict", "runtime", "models", "losses", "data", "sources", "io"],
+    "segment": ["segment", "predict", "runtime", "models", "batchnorm", "losses", "data", "sources", "io"],
 }
 
 
@@ -212,12 +214,26 @@ def train_inputs(w):
     if pseudo:
         inputs["pseudo"] = pseudo
     settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
+    timings = path_timings_file(experiment(w)["dataset"], settings)
+    if timings:
+        inputs["path_timings"] = timings
     if int(w.gen) > 0 and "parent" in settings:
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
         # the best so far may be any earlier generation's model
         earlier = range(int(w.gen)) if settings["parent"] == "best_so_far" else [int(w.gen) - 1]
         inputs["init_checkpoints"] = [f for g in earlier for f in model_files(w.exp, g, "model.pt")]
     return inputs
+
+
+def path_timings_file(dataset, settings):
+    """The training step's timings per numerical path that a CPU training job with precision or
+    channels_last `auto` follows (one file per data set, model width and batch size); None on
+    GPUs, with both set, or with compute.time_numeric_paths off."""
+    if GPU_PER_JOB or not COMPUTE["time_numeric_paths"]:
+        return None
+    if settings.get("precision", "auto") != "auto" and settings.get("channels_last", "auto") != "auto":
+        return None
+    return f"results/{dataset}/path_timings/alpha{settings['model']['alpha']}_batch{settings['batch_size']}.json"
 
 
 def student_pseudo_store(exp, gen, idx):

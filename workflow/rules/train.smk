@@ -1,6 +1,7 @@
 # Training and prediction. gen0 = stage-0 models on the labeled split only (LDT);
 # gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels (or, with
-# the consistency trainer, the previous generation's best model fine-tuned).
+# the consistency trainer, the previous generation's best model fine-tuned). On CPUs, the
+# training step is first timed on each numerical path, once per data set, width and batch size.
 
 
 rule train_model:
@@ -20,6 +21,7 @@ rule train_model:
             if "init_selection" in input.keys()
             else ""
         ),
+        timings=lambda w, input: f"--path-timings {input.path_timings}" if "path_timings" in input.keys() else "",
         code=code_version("train"),
     threads: COMPUTE["train_threads"]
     resources:
@@ -29,8 +31,34 @@ rule train_model:
     conda:
         ENV
     shell:
-        "python -m im_core.cli train --data {input.data} {params.pseudo} {params.init} --settings {params.settings:q}"
+        "python -m im_core.cli train --data {input.data} {params.pseudo} {params.init} {params.timings}"
+        " --settings {params.settings:q}"
         " --model-id gen{wildcards.gen}_m{wildcards.idx} --generation {wildcards.gen}"
+        " --threads {threads} --out {output} --log {log}"
+
+
+rule time_numeric_paths:
+    input:
+        data="results/{dataset}/data.zarr",
+    output:
+        "results/{dataset}/path_timings/alpha{alpha}_batch{batch}.json",
+    log:
+        "results/logs/{dataset}/path_timings/alpha{alpha}_batch{batch}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/path_timings/alpha{alpha}_batch{batch}.tsv"
+    wildcard_constraints:
+        alpha=r"[0-9.e+-]+",
+        batch=r"\d+",
+    params:
+        code=code_version("time_paths"),
+    threads: COMPUTE["train_threads"]
+    resources:
+        mem_mb=COMPUTE["train_mem_mb"],
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m im_core.cli time-paths --data {input.data} --alpha {wildcards.alpha} --batch-size {wildcards.batch}"
         " --threads {threads} --out {output} --log {log}"
 
 

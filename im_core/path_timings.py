@@ -1,0 +1,131 @@
+"""The training step timed on each numerical path this machine offers, so that `auto` follows a
+measurement of this machine rather than a rule measured on others.
+
+`runtime.choose_path` settles `precision: auto` and `channels_last: auto` by rules measured on a
+few CPUs, and CPUs disagree: at 32 px in fp32, channels-last ran 0.9x on an AMD EPYC with AVX2
+and 1.2x on an Intel Xeon capped at AVX2. The `time_numeric_paths` job times the project's
+training step (batches from the data store's labeled split, augmentation, loss, optimizer step)
+on every candidate path: fp32 and, where the CPU computes it natively, bf16, each contiguous and
+channels-last, with the data set's images and the experiment's model width, batch size and
+threads. The candidates alternate round by round and each keeps its median. The training jobs
+read the file (`load_rates`) and take the fastest path their settings allow, but only if it beats
+the rule's path by `runtime.MEASURED_MARGIN`: a near tie keeps the rule's path, so remeasuring
+does not flip a choice, and with it the numbers. On CUDA nothing is timed (the rule's path:
+autocast, channels-last, cuDNN autotuning).
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from .batches import Batches, TrainingTensors
+from .io import InputError, open_store, read_json, write_json
+from .losses import output_channels
+from .models import build_model
+from .optim import make_optimizer
+from .runtime import NumericPath, cpu_has_native_bf16, pick_device, start_job
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 3
+SECONDS_PER_ROUND = 0.3
+_AUGMENT = {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}
+
+
+def machine() -> dict:
+    """What a timing holds for: the CPU, the kernels torch dispatches to on it, torch's version."""
+    name = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return {"cpu": name, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+
+
+def candidate_paths(native_bf16: bool) -> list[NumericPath]:
+    """The CPU paths worth timing: fp32, and bf16 where it is native (emulated, it ran 7-15x
+    slower), each in contiguous and channels-last memory."""
+    precisions = ("fp32", "bf16") if native_bf16 else ("fp32",)
+    return [NumericPath("cpu", precision, channels_last) for precision in precisions for channels_last in (False, True)]
+
+
+def images_per_second(step: Callable[[], object], batch_size: int, seconds: float) -> float:
+    """Steps for about `seconds` (at least two), as training images per second."""
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * batch_size / (time.perf_counter() - start)
+
+
+def training_steps(store, path: NumericPath, alpha: float, batch_size: int, seed: int = 0) -> Callable[[], object]:
+    """The project's training step on `path`, drawing batches from the store's labeled split."""
+    from .train import training_set, training_step
+
+    arrays = training_set(store, None)
+    task, num_classes = store.attrs["task"], len(store.attrs["class_names"])
+    torch.manual_seed(seed)
+    model = path.model(build_model(arrays.images.shape[-1], output_channels(task, num_classes, False), alpha))
+    opt, scaler = make_optimizer(model, {"lr": 1e-3, "weight_decay": 1e-4}), path.grad_scaler()
+    data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, "cpu")
+    stream = iter(Batches(data, batch_size, _AUGMENT, torch.Generator().manual_seed(seed)))
+    ignore = store.attrs["ignore_index"]
+    model.train()
+    return lambda: training_step(model, opt, scaler, path, *next(stream), task, ignore)
+
+
+def time_paths(step_on: Callable[[NumericPath], Callable[[], object]], paths: list[NumericPath], batch_size: int,
+               rounds: int = ROUNDS, seconds: float = SECONDS_PER_ROUND) -> dict[NumericPath, list[float]]:
+    """Images/s of the training step `step_on(path)` builds for each path, once per round, the
+    paths alternating within a round so that each sees the same machine state."""
+    steps = {path: step_on(path) for path in paths}
+    for step in steps.values():  # warm-up: oneDNN's kernels are built on first use
+        step()
+        step()
+    rates: dict[NumericPath, list[float]] = {path: [] for path in paths}
+    for _ in range(rounds):
+        for path, step in steps.items():
+            rates[path].append(images_per_second(step, batch_size, seconds))
+    return rates
+
+
+def run(data: str, out: str, alpha: float, batch_size: int, threads: int = 1) -> dict:
+    start_job(threads)
+    store = open_store(data)
+    record = {"machine": machine(), "threads": threads, "alpha": alpha, "batch_size": batch_size,
+              "image_size": list(store.attrs["size"]), "rates": []}
+    if pick_device().type == "cuda":
+        log.info("CUDA: nothing to time, the training jobs take the rule's path")
+    else:
+        rates = time_paths(lambda path: training_steps(store, path, alpha, batch_size),
+                           candidate_paths(cpu_has_native_bf16()), batch_size, ROUNDS, SECONDS_PER_ROUND)
+        record["rates"] = [{"precision": path.precision, "channels_last": path.channels_last,
+                            "images_per_second": [round(r, 2) for r in values],
+                            "median": round(statistics.median(values), 2)} for path, values in rates.items()]
+        for row in record["rates"]:
+            log.info("%s%s: %.1f images/s (rounds: %s)", row["precision"], ", channels-last" if row["channels_last"] else "",
+                     row["median"], row["images_per_second"])
+    write_json(out, record)
+    return {"rates": {f"{r['precision']}{'+cl' if r['channels_last'] else ''}": r["median"] for r in record["rates"]}}
+
+
+def load_rates(path: str) -> dict[tuple[str, bool], float] | None:
+    """(precision, channels_last) -> median images/s from a `run` file, or None (with a warning)
+    where it was timed on another machine or torch: a choice holds only where it was measured."""
+    record = read_json(path)
+    try:
+        timed_on, rows = record["machine"], record["rates"]
+        rates = {(row["precision"], bool(row["channels_last"])): float(row["median"]) for row in rows}
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: not a file of numerical-path timings ({type(e).__name__}: {e})") from e
+    here = machine()
+    if timed_on != here:
+        log.warning("%s was timed on %s, this job runs on %s: taking the rule's path", path, timed_on, here)
+        return None
+    return rates or None
