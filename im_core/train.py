@@ -40,7 +40,7 @@ from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
 from .predict import checkpoints_by_id, load_checkpoint, predict_labels
 from .path_timings import load_rates
-from .runtime import NumericPath, choose_path, start_job
+from .runtime import NumericPath, choose_path, pick_device, start_job
 from .stages import parent_id, path_letter
 
 log = logging.getLogger("im_core.train")
@@ -252,7 +252,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     seed_everything(settings["seed"])
     store = open_store(data)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    measured = load_rates(path_timings) if path_timings else None
+    # timings are of CPU paths: a job that finds a GPU takes the GPU's path
+    measured = load_rates(path_timings) if path_timings and pick_device().type == "cpu" else None
     path = choose_path(settings, tuple(store.attrs["size"]), measured=measured)
     select_metric = settings.get("select_metric", "miou")
     inputs = [data] + [p for p in (pseudo, init_selection) if p] + list(init_checkpoints or [])
