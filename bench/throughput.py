@@ -10,8 +10,8 @@ default allocator, measures:
   (precision and memory format auto: the step timed on each candidate path as the
   `time_numeric_paths` job times it, then `runtime.choose_path` on those timings), i.e. what
   `im-core train` runs per step;
-- the same step forced to fp32 and contiguous memory (the path a CPU without native bf16 or
-  AVX-512 takes at 32 px), which separates the data pipeline's gain from the numerical path's;
+- the same step forced to fp32 and contiguous memory (the rule's path on a CPU without native
+  bf16 or AVX-512 at 32 px), which separates the data pipeline's gain from the numerical path's;
 - a plain reference loop: the same model and batch size in fp32, contiguous, eager, on float
   tensors prepared once (no data pipeline, no augmentation);
 - prediction images/s of each (the project's `predict_labels` on its path vs a plain fp32
