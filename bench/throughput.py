@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,16 +50,6 @@ sys.path.insert(0, str(ROOT))
 AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 from report import publish  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def peak_rss_mb() -> float:
@@ -98,7 +87,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     from im_core.losses import segmentation_loss
     from im_core.models import build_model
     from im_core.predict import predict_labels
-    from im_core.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, time_paths
+    from im_core.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second, rate_label, time_paths
     from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory
     from im_core.optim import make_optimizer
     from im_core.train import training_step
@@ -164,11 +153,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 
     def rate(fn, images_per_call: int) -> float:
         fn()  # warm-up (first-call allocations, oneDNN primitive creation)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / rounds or calls < 2:
-            fn()
-            calls += 1
-        return calls * images_per_call / (time.perf_counter() - start)
+        return images_per_second(fn, images_per_call, seconds / rounds)
 
     loops = {"train_plain": (plain_step, batch), "train_project": (project_step, batch),
              "train_project_fp32": (fp32_step, batch), "predict_plain": (plain_predict, n_images),
@@ -180,7 +165,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
             rates[name].append(rate(fn, images_per_call))
     out = {k: statistics.median(v) for k, v in rates.items()}
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
-               path_rates={f"{p}{'+cl' if cl else ''}": r for (p, cl), r in (path_rates or {}).items()},
+               path_rates={rate_label(*key): rate for key, rate in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
                peak_fp32=matmul_peak(torch.float32, threads),
                peak_bf16=matmul_peak(torch.bfloat16, threads) if cpu_has_native_bf16() else None,
@@ -191,7 +176,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 def machine_header(batch: int) -> str:
     """The CPU, the flags the kernels may use (after any instruction-set cap) and torch's build."""
     import torch
-    from im_core.runtime import cpu_flags
+    from im_core.runtime import cpu_flags, cpu_name
     flags = cpu_flags()
     usable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     caps = [f"{k}={os.environ[k]}" for k in AVX2_CAPS if os.environ.get(k)]

@@ -16,7 +16,6 @@ autocast, channels-last, cuDNN autotuning).
 from __future__ import annotations
 
 import logging
-import platform
 import statistics
 import time
 from typing import Callable
@@ -28,7 +27,7 @@ from .io import InputError, open_store, read_json, write_json
 from .losses import output_channels
 from .models import build_model
 from .optim import make_optimizer
-from .runtime import NumericPath, cpu_has_native_bf16, pick_device, start_job
+from .runtime import NumericPath, cpu_has_native_bf16, cpu_name, pick_device, start_job
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,12 @@ _AUGMENT = {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}
 
 def machine() -> dict:
     """What a timing holds for: the CPU, the kernels torch dispatches to on it, torch's version."""
-    name = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return {"cpu": name, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    return {"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+
+
+def rate_label(precision: str, channels_last: bool) -> str:
+    """A timed path's name in summaries, checkpoints and tables: fp32, fp32+cl, bf16, bf16+cl."""
+    return f"{precision}{'+cl' if channels_last else ''}"
 
 
 def candidate_paths(native_bf16: bool) -> list[NumericPath]:
@@ -55,20 +53,21 @@ def candidate_paths(native_bf16: bool) -> list[NumericPath]:
     return [NumericPath("cpu", precision, channels_last) for precision in precisions for channels_last in (False, True)]
 
 
-def images_per_second(step: Callable[[], object], batch_size: int, seconds: float) -> float:
-    """Steps for about `seconds` (at least two), as training images per second."""
+def images_per_second(step: Callable[[], object], images_per_call: int, seconds: float) -> float:
+    """Calls of `step` for about `seconds` (at least two), as images per second."""
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < seconds:
         step()
         calls += 1
-    return calls * batch_size / (time.perf_counter() - start)
+    return calls * images_per_call / (time.perf_counter() - start)
 
 
-def training_steps(store, path: NumericPath, alpha: float, batch_size: int, seed: int = 0) -> Callable[[], object]:
-    """The project's training step on `path`, drawing batches from the store's labeled split."""
-    from .train import training_set, training_step
+def training_steps(store, arrays, path: NumericPath, alpha: float, batch_size: int,
+                   seed: int = 0) -> Callable[[], object]:
+    """The project's training step on `path`, drawing batches from `arrays` (`train.training_set`
+    of the store: its labeled split)."""
+    from .train import training_step
 
-    arrays = training_set(store, None)
     task, num_classes = store.attrs["task"], len(store.attrs["class_names"])
     torch.manual_seed(seed)
     model = path.model(build_model(arrays.images.shape[-1], output_channels(task, num_classes, False), alpha))
@@ -103,7 +102,9 @@ def run(data: str, out: str, alpha: float, batch_size: int, threads: int = 1) ->
     if pick_device().type == "cuda":
         log.info("CUDA: nothing to time, the training jobs take the rule's path")
     else:
-        rates = time_paths(lambda path: training_steps(store, path, alpha, batch_size),
+        from .train import training_set
+        arrays = training_set(store, None)
+        rates = time_paths(lambda path: training_steps(store, arrays, path, alpha, batch_size),
                            candidate_paths(cpu_has_native_bf16()), batch_size, ROUNDS, SECONDS_PER_ROUND)
         record["rates"] = [{"precision": path.precision, "channels_last": path.channels_last,
                             "images_per_second": [round(r, 2) for r in values],
@@ -112,7 +113,7 @@ def run(data: str, out: str, alpha: float, batch_size: int, threads: int = 1) ->
             log.info("%s%s: %.1f images/s (rounds: %s)", row["precision"], ", channels-last" if row["channels_last"] else "",
                      row["median"], row["images_per_second"])
     write_json(out, record)
-    return {"rates": {f"{r['precision']}{'+cl' if r['channels_last'] else ''}": r["median"] for r in record["rates"]}}
+    return {"rates": {rate_label(r["precision"], r["channels_last"]): r["median"] for r in record["rates"]}}
 
 
 def load_rates(path: str) -> dict[tuple[str, bool], float] | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -62,18 +63,23 @@ def capped_flags(flags: frozenset[str], onednn_max_isa: str | None = None, aten_
 
 
 @functools.lru_cache(maxsize=1)
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field ("flags", "model name"), or None where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == name), None)
+    except OSError:
+        return None
+
+
+def cpu_name() -> str:
+    return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none) that the instruction-set
     caps of the environment leave usable."""
-    flags: frozenset[str] = frozenset()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = frozenset(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    flags = frozenset((cpuinfo_field("flags") or "").split())
     return capped_flags(flags, os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
                         os.environ.get("ATEN_CPU_CAPABILITY"))
 

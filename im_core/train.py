@@ -39,7 +39,7 @@ from .losses import dynamic_loss, output_channels, probabilities, segmentation_l
 from .models import build_model, count_parameters
 from .optim import lr_at, make_optimizer
 from .predict import checkpoints_by_id, load_checkpoint, predict_labels
-from .path_timings import load_rates
+from .path_timings import load_rates, rate_label
 from .runtime import NumericPath, choose_path, pick_device, start_job
 from .stages import parent_id, path_letter
 
@@ -360,7 +360,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
             "select_metric": select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
             "history": history, "settings": settings, "numeric_path": path.as_dict(),
-            "path_rates": {f"{p}{', channels-last' if cl else ''}": r for (p, cl), r in (measured or {}).items()},
+            "path_rates": {rate_label(*key): rate for key, rate in (measured or {}).items()},
             "resumed_at": resumed_at,
             "fingerprint": job_fingerprint,
             "train_seconds": time.time() - started}
