@@ -9,6 +9,8 @@ and recorded in every checkpoint. Measured (bench/throughput.py) on the project'
   here); where it is emulated (AVX2) it ran 7-15x slower, so `auto` never picks it there;
 - on CUDA, autocast in bf16 (fp16 with a gradient scaler on GPUs without bf16) and cuDNN
   autotuning;
+- on CUDA, the training forward and backward replayed as CUDA graphs (cuda_graphs.py), where a
+  step calls the model once per batch: at these sizes the GPU otherwise waits on kernel launches;
 - torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default;
 - `start_job` keeps freed memory in the heap, which spares every step's activations their page
   faults.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import platform
 from dataclasses import asdict, dataclass, replace
@@ -114,8 +117,47 @@ def keep_freed_memory() -> bool:
             and share_one_heap())
 
 
+_gpu_claim = None  # the open lock file that holds this process's GPU slot (released when it ends)
+
+
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA where there is a GPU, else the CPU. On a machine with several GPUs visible, the
+    process claims one (`claim_gpu`) and makes it the current device, so that the jobs of a local
+    run spread over the GPUs instead of all landing on the first."""
+    global _gpu_claim
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if count > 1 and _gpu_claim is None:
+        index, _gpu_claim = claim_gpu([_gpu_key(i) for i in range(count)])
+        torch.cuda.set_device(index)
+    return torch.device("cuda")
+
+
+def _gpu_key(index: int) -> str:
+    """A name for a visible GPU that holds across processes with other CUDA_VISIBLE_DEVICES."""
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return str(uuid) if uuid is not None else str(index)
+
+
+def claim_gpu(gpus: list[str], lock_dir: str | None = None) -> tuple[int, object]:
+    """The index of the GPU with the fewest jobs on it, and the open file whose lock marks this
+    process as one of them (the operating system drops the lock when the process ends, killed or
+    not). Slot k of every GPU is taken before slot k + 1 of any, so jobs spread evenly."""
+    import fcntl
+    import tempfile
+    lock_dir = lock_dir or os.path.join(tempfile.gettempdir(), f"im-core-gpus-{os.getuid()}")
+    os.makedirs(lock_dir, exist_ok=True)
+    for slot in itertools.count():
+        for index, gpu in enumerate(gpus):
+            f = open(os.path.join(lock_dir, f"{gpu}.{slot}"), "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            return index, f
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -125,6 +167,7 @@ class NumericPath:
     channels_last: bool
     compile: bool = False
     deterministic: bool = False
+    cuda_graph: bool = False  # training forward/backward replayed as CUDA graphs (cuda_graphs.py)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -195,9 +238,19 @@ def choose_path(settings: dict, image_size: tuple[int, int], device: torch.devic
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 is for CUDA; on a CPU use bf16 (where it is native) or fp32")
     channels_last = resolve_channels_last(settings.get("channels_last", "auto"), device, image_size, precision, flags)
+    compile_model = bool(settings.get("compile", False))
+    cuda_graph = (device.type == "cuda" and settings.get("cuda_graphs", "auto") in ("auto", True)
+                  and not compile_model and graph_eligible(settings))
     rule = NumericPath(device=str(device), precision=precision, channels_last=channels_last,
-                       compile=bool(settings.get("compile", False)), deterministic=deterministic)
+                       compile=compile_model, deterministic=deterministic, cuda_graph=cuda_graph)
     return faster_measured(rule, settings, measured) if measured and device.type == "cpu" else rule
+
+
+def graph_eligible(settings: dict) -> bool:
+    """Whether a training step of these settings calls the model's forward once per batch, as a
+    CUDA graph needs (its outputs are overwritten at the next replay): the supervised trainer
+    without GIST/RIST's feature consistency (which runs the model through another method)."""
+    return settings.get("trainer", "supervised") == "supervised" and not settings.get("feature_consistency")
 
 
 def faster_measured(rule: NumericPath, settings: dict, measured: dict[tuple[str, bool], float]) -> NumericPath:

@@ -21,7 +21,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -34,6 +34,7 @@ from .batches import Batches, TrainingTensors, UnlabeledViews
 from .data import read_dev, read_split, training_arrays
 from .io import InputError, atomic_output, check_claim, open_store, read_json
 from .cct import CrossConsistency
+from .cuda_graphs import GraphOnFirstBatch
 from .mean_teacher import MeanTeacher
 from .losses import dynamic_loss, output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
@@ -209,7 +210,7 @@ def training_step(forward: torch.nn.Module, opt: torch.optim.Optimizer, scaler: 
     scaler.update()
     if mean_teacher is not None:
         mean_teacher.update(forward)
-    return loss
+    return loss.detach()  # holding the autograd graph until the next step would keep its memory
 
 
 def training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -292,6 +293,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     warmup = int(settings["warmup_fraction"] * total)
     # the add-ons call the model's forward_with_features/encode, which a compiled model does not have
     forward = torch.compile(model) if path.compile and not extras else model
+    if path.cuda_graph:
+        forward = GraphOnFirstBatch(model, path.dtype)
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
              len(train_data), n_labeled, train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total,
@@ -352,6 +355,8 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
                 "fingerprint": state_key, "step": step, "best": best, "history": history,
                 "resumed_at": resumed_at, "train_seconds": time.time() - started})
     bar.close()
+    if path.cuda_graph and not forward.recorded:
+        path = replace(path, cuda_graph=False)  # recording failed (warned): the job ran eagerly
 
     # checkpoint
     ckpt = {"state_dict": best["state_dict"], "model_args": model_args, "task": task, "class_names": class_names,

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 from im_core.augment import augment_batch, crop_boxes, gaussian_blur, geometric
 from im_core.batches import Batches, TrainingTensors
 from im_core.losses import segmentation_loss
-from im_core.runtime import (NumericPath, capped_flags, choose_path, cpu_has_native_bf16, keep_freed_memory,
+from im_core.runtime import (NumericPath, capped_flags, choose_path, claim_gpu, cpu_has_native_bf16, keep_freed_memory,
                              resolve_channels_last, resolve_precision)
 
 
@@ -154,7 +154,32 @@ def test_a_path_runs_the_model_in_its_format_and_precision():
         out = model(x)
     assert out.dtype == torch.bfloat16 and out.shape == (2, 2, 16, 16)
     assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False,
-                              "deterministic": False}
+                              "deterministic": False, "cuda_graph": False}
+
+
+def test_jobs_claim_the_gpu_with_the_fewest_jobs(tmp_path):
+    gpus = ["GPU-a", "GPU-b"]
+    claims = [claim_gpu(gpus, str(tmp_path)) for _ in range(3)]
+    assert [index for index, _ in claims] == [0, 1, 0]
+    claims[0][1].close()  # the first job on GPU a ends (or is killed: the lock goes with the process)
+    claims += [claim_gpu(gpus, str(tmp_path)) for _ in range(2)]
+    assert [index for index, _ in claims[3:]] == [0, 1]
+
+
+def test_cuda_graphs_where_a_training_step_calls_the_model_once():
+    cuda, fixed = torch.device("cuda"), {"precision": "bf16", "channels_last": True}
+    autotune = torch.backends.cudnn.benchmark
+    try:
+        assert choose_path(fixed, (32, 32), cuda).cuda_graph
+        assert choose_path({**fixed, "trainer": "supervised", "cuda_graphs": True}, (32, 32), cuda).cuda_graph
+        assert not choose_path({**fixed, "cuda_graphs": False}, (32, 32), cuda).cuda_graph
+        assert not choose_path({**fixed, "compile": True}, (32, 32), cuda).cuda_graph
+        for trainer in ("consistency", "cct"):  # the model runs on several batches per step
+            assert not choose_path({**fixed, "trainer": trainer}, (32, 32), cuda).cuda_graph
+        assert not choose_path({**fixed, "feature_consistency": {"ema_decay": 0.99}}, (32, 32), cuda).cuda_graph
+        assert not choose_path(fixed, (32, 32), torch.device("cpu")).cuda_graph
+    finally:
+        torch.backends.cudnn.benchmark = autotune
 
 
 def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():

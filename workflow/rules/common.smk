@@ -33,12 +33,13 @@ def visible_gpus():
 
 
 # Training and prediction ask for one GPU each where there are GPUs (compute.gpu: auto), and a
-# local run caps the `gpu` resource at the GPU count, so it never runs more GPU jobs at once
-# than there are GPUs (an explicit --resources gpu=N wins). Cluster profiles set gpu themselves.
+# local run caps the `gpu` resource at the GPU count times compute.jobs_per_gpu, so no GPU runs
+# more jobs at once than that (an explicit --resources gpu=N wins; each job claims the least busy
+# GPU, runtime.pick_device). Cluster profiles set gpu themselves.
 GPUS = visible_gpus() if workflow.local_exec else 0
 GPU_PER_JOB = int(GPUS > 0) if COMPUTE["gpu"] == "auto" else int(COMPUTE["gpu"])
 if workflow.local_exec and GPU_PER_JOB and "gpu" not in workflow.global_resources:
-    workflow.register_resource("gpu", max(GPUS, 1))
+    workflow.register_resource("gpu", max(GPUS, 1) * COMPUTE["jobs_per_gpu"])
 
 
 def one_of(names):
@@ -58,9 +59,9 @@ wildcard_constraints:
 STEP_MODULES = {
     "prepare": ["data", "sources", "synthetic", "synthetic_cells", "io"],
     "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages", "runtime", "data", "models",
-              "batchnorm", "losses", "metrics", "predict", "path_timings", "io"],
+              "batchnorm", "losses", "metrics", "predict", "path_timings", "cuda_graphs", "io"],
     "time_paths": ["path_timings", "train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages",
-                   "runtime", "data", "models", "batchnorm", "losses", "metrics", "predict", "io"],
+                   "runtime", "data", "models", "batchnorm", "losses", "metrics", "predict", "cuda_graphs", "io"],
     "predict": ["predict", "runtime", "data", "models", "batchnorm", "losses", "io"],
     "score": ["evaluate", "metrics", "data", "io"],
     "select": ["selection", "io"],
