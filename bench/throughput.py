@@ -28,6 +28,12 @@ chooses; the other runs its choice. The median round counts. Threads: one at
 writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
 
+On a GPU every loop runs there: the plain loop in fp32 with cuDNN as it comes (no autotuning),
+the project's step on the GPU path (autocast, channels-last, cuDNN autotuning, CUDA graphs) and,
+in a column of its own, on that path without CUDA graphs; the matmul peaks are the GPU's and
+the memory column adds the peak of allocated GPU memory. Nothing is timed per path there (a
+training job on a GPU takes the rule's path).
+
 `--as-avx2` runs every configuration with the instruction sets capped at AVX2
 (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), so a CPU with AVX-512 or
 AMX runs the kernels an AVX2-only CPU runs, and `auto` chooses as it would there; it writes
@@ -36,6 +42,7 @@ results/bench/throughput_avx2.md. Caches, clocks and core count stay this machin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -61,16 +68,19 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def matmul_peak(dtype, threads: int, n: int = 2048, seconds: float = 1.5) -> float:
+def matmul_peak(dtype, threads: int, device="cpu", n: int = 2048, seconds: float = 1.5) -> float:
+    """GFLOP/s of an n x n matrix product (on a GPU: n = 8192, fp32 in full precision, as the
+    plain loop's matrix products run)."""
     import torch
+    from im_core.path_timings import images_per_second
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    n = 8192 if torch.device(device).type == "cuda" else n
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    # on a GPU each product waits for the last: a queue of a thousand 20-ms products would take
+    # 20 s to drain after the clock stops
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    return 2 * n**3 * images_per_second(lambda: (a @ b, sync()), 1, seconds) / 1e9
 
 
 def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
@@ -84,15 +94,18 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from im_core.batches import Batches, TrainingTensors
+    from im_core.cuda_graphs import GraphOnFirstBatch
     from im_core.losses import segmentation_loss
     from im_core.models import build_model
     from im_core.predict import predict_labels
     from im_core.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second, rate_label, time_paths
-    from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory
+    from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory, pick_device
     from im_core.optim import make_optimizer
     from im_core.train import training_step
 
     torch.set_num_threads(threads)
+    device = pick_device()
+    cuda = device.type == "cuda"
     if heap_kept and not keep_freed_memory():
         raise SystemExit("this C library does not take glibc's mallopt settings")
     classes, n_images = 6, 4 * batch
@@ -110,12 +123,15 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         opt, scaler = make_optimizer(model, {"lr": 1e-3, "weight_decay": 1e-4}), path.grad_scaler()
         stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
                               torch.Generator(device=path.device).manual_seed(0)))
-        step = lambda: training_step(model, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
+        forward = GraphOnFirstBatch(model, path.dtype) if path.cuda_graph else model  # as train.run does
+        step = lambda: training_step(forward, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
         predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
         return path, step, predict
 
     rule = choose_path({"model": {"alpha": alpha}}, (size, size))
     path_rates = None
+    if path_settings is None and cuda:  # a training job on a GPU takes the rule's path
+        path_settings = {}
     if path_settings is None:
         timed = time_paths(lambda p: project({"precision": p.precision, "channels_last": p.channels_last})[1],
                            candidate_paths(cpu_has_native_bf16()), batch, ROUNDS, SECONDS_PER_ROUND)
@@ -123,30 +139,36 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         chosen = choose_path({"model": {"alpha": alpha}}, (size, size), measured=path_rates)
         path_settings = {"precision": chosen.precision, "channels_last": chosen.channels_last}
     path, project_step, project_predict = project(path_settings)
-    fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False})[1]
+    fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False, "cuda_graphs": False})[1]
+    # on a GPU, the same path without CUDA graphs: what the graphs add
+    eager_step = project({**path_settings, "cuda_graphs": False})[1] if path.cuda_graph else None
 
     # the plain eager fp32 loop on tensors
     torch.manual_seed(0)
-    plain = build_model(3, classes, alpha)
+    plain = build_model(3, classes, alpha).to(device)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=1e-4)
-    x = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float().contiguous()
-    y = torch.from_numpy(labels[:batch]).long()
-    all_x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
+    x = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float().contiguous().to(device)
+    y = torch.from_numpy(labels[:batch]).long().to(device)
+    all_x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous().to(device)
+    # cuDNN as a plain loop finds it: no autotuning (the project's path turns it on)
+    plain_cudnn = (lambda: torch.backends.cudnn.flags(enabled=True, benchmark=False)) if cuda else contextlib.nullcontext
 
     def plain_step():
-        loss = torch.nn.functional.cross_entropy(plain(x), y)
-        plain_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        plain_opt.step()
+        with plain_cudnn():
+            loss = torch.nn.functional.cross_entropy(plain(x), y)
+            plain_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            plain_opt.step()
 
     @torch.no_grad()
     def plain_predict():
         plain.eval()
-        plain(all_x).argmax(1)
+        with plain_cudnn():
+            plain(all_x).argmax(1).cpu()
         plain.train()
 
     flops = FlopCounterMode(display=False)
-    with flops:
+    with flops, plain_cudnn():
         segmentation_loss(plain(x), y, "multiclass").backward()
     plain_opt.zero_grad(set_to_none=True)
     train_flops_per_image = flops.get_total_flops() / batch
@@ -156,7 +178,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         return images_per_second(fn, images_per_call, seconds / rounds)
 
     loops = {"train_plain": (plain_step, batch), "train_project": (project_step, batch),
-             "train_project_fp32": (fp32_step, batch), "predict_plain": (plain_predict, n_images),
+             "train_project_fp32": (fp32_step, batch), "train_project_eager": (eager_step, batch),
+             "predict_plain": (plain_predict, n_images),
              "predict_project": (project_predict, n_images)}
     loops = {name: loop for name, loop in loops.items() if loop[0] is not None}
     rates = {k: [] for k in loops}
@@ -167,9 +190,10 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
                path_rates={rate_label(*key): rate for key, rate in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
-               peak_fp32=matmul_peak(torch.float32, threads),
-               peak_bf16=matmul_peak(torch.bfloat16, threads) if cpu_has_native_bf16() else None,
-               peak_rss_mb=peak_rss_mb())
+               peak_fp32=matmul_peak(torch.float32, threads, device),
+               peak_bf16=matmul_peak(torch.bfloat16, threads, device) if cuda or cpu_has_native_bf16() else None,
+               peak_rss_mb=peak_rss_mb(),
+               peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
     return out
 
 
@@ -190,24 +214,27 @@ def table(rows: list[dict]) -> str:
     """One line per configuration: the project's step as a job runs it (heap kept) against the
     plain loop with the default allocator, and the figures that split the gain."""
     head = ("| size | α | threads | project path | train img/s plain | train img/s project | ratio | "
-            "project, default allocator | project on fp32, contiguous, default allocator | plain, heap kept | "
+            "project, default allocator | project on fp32, contiguous, default allocator | project without CUDA graphs | "
+            "plain, heap kept | "
             "predict img/s plain | predict img/s project | ratio | GFLOP/s plain → project | "
-            "matmul peak fp32 / bf16 | peak RSS MB |")
+            "matmul peak fp32 / bf16 | peak RSS MB |")  # GPU: the peak of allocated GPU memory too
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         h, p, rule = r["heap"], r["path"], r["rule_path"]
-        path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}"
+        plain = r["train_plain"]
+        path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}{', CUDA graphs' if p.get('cuda_graph') else ''}"
+        eager = f"{r['train_project_eager'] / plain:.2f}×" if r.get("train_project_eager") else "–"
         if (p["precision"], p["channels_last"]) != (rule["precision"], rule["channels_last"]):
             path += f" (timed; rule: {rule['precision']}{', channels-last' if rule['channels_last'] else ''})"
         peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
-        plain = r["train_plain"]
+        memory = f"{h['peak_rss_mb']:.0f}" + (f" (GPU {h['peak_gpu_mb']:.0f})" if h.get("peak_gpu_mb") else "")
         lines.append(
             f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {plain:.1f} | {h['train_project']:.1f} | "
             f"**{h['train_project'] / plain:.2f}×** | {r['train_project'] / plain:.2f}× | "
-            f"{r['train_project_fp32'] / plain:.2f}× | {h['train_plain'] / plain:.2f}× | {r['predict_plain']:.1f} | "
+            f"{r['train_project_fp32'] / plain:.2f}× | {eager} | {h['train_plain'] / plain:.2f}× | {r['predict_plain']:.1f} | "
             f"{h['predict_project']:.1f} | {h['predict_project'] / r['predict_plain']:.2f}× | "
             f"{r['gflop_per_image'] * plain:.1f} → {r['gflop_per_image'] * h['train_project']:.1f} | "
-            f"{peak} | {h['peak_rss_mb']:.0f} |")
+            f"{peak} | {memory} |")
     return "\n".join(lines)
 
 
@@ -251,12 +278,17 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [sys.executable, __file__, "--one", json.dumps([size, alpha, threads]), "--batch", str(a.batch),
                    "--seconds", str(a.seconds), "--rounds", str(a.rounds)]
             # the job's process (heap kept) times the paths and chooses; the other runs its choice
+            started = time.perf_counter()
             heap = one_process(cmd + ["--heap-kept"], env)
             row = one_process(cmd + ["--path", json.dumps({k: heap["path"][k] for k in ("precision", "channels_last")})],
                               env)
             rows.append({**row, "heap": heap})
-            print(f"  {size}² α={alpha}: train {heap['train_project'] / row['train_plain']:.2f}× of the plain loop, "
-                  f"predict {heap['predict_project'] / row['predict_plain']:.2f}×", flush=True)
+            eager = f", without CUDA graphs {row['train_project_eager']:.0f}" if row.get("train_project_eager") else ""
+            print(f"  {size}² α={alpha}: train {heap['train_project'] / row['train_plain']:.2f}× of the plain loop "
+                  f"({row['train_plain']:.0f} → {heap['train_project']:.0f} img/s{eager}, fp32 contiguous "
+                  f"{row['train_project_fp32']:.0f}), predict {heap['predict_project'] / row['predict_plain']:.2f}× "
+                  f"({row['predict_plain']:.0f} → {heap['predict_project']:.0f}); {time.perf_counter() - started:.0f} s",
+                  flush=True)
     out = Path(a.out or ROOT / "results" / "bench" / ("throughput_avx2" if a.as_avx2 else "throughput"))
     publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd

@@ -1,5 +1,7 @@
 """The baselines' building blocks: input noise, ALDT copies, FDT labels, the ensemble and
 best-teacher builders, the consistency trainer, and the comparison table."""
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,7 +106,11 @@ def test_best_teacher_and_ensembles_match_their_definitions(store, teachers):
     m0, _ = predict.load_checkpoint(teachers["ckpts"][0], torch.device("cpu"))
     best = open_store(teachers["preds"][1])["unlabeled/labels"][:]
     path = choose_path(ckpt["settings"], images.shape[1:3])  # the path predict.run took
-    assert np.array_equal(pseudo.ensemble_predictions([m1], images, "multiclass", 6, flips=False, path=path)[0], best)
+    again = pseudo.ensemble_predictions([path.model(copy.deepcopy(m1))], images, "multiclass", 6, flips=False, path=path)[0]
+    if path.device == "cpu":
+        assert np.array_equal(again, best)
+    else:  # another process may autotune other kernels, and a near tie in bf16 logits can flip
+        assert np.mean(again == best) > 0.999
     p0 = predict.predict_probabilities(m0, images, "multiclass")
     p1 = predict.predict_probabilities(m1, images, "multiclass")
     assert np.allclose(p1.sum(1), 1, atol=1e-5)

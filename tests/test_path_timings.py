@@ -59,6 +59,7 @@ def test_candidates_leave_out_emulated_bf16():
 
 
 def test_the_timing_job_times_each_candidate_and_training_follows_its_file(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU paths (a GPU job times nothing)
     monkeypatch.setattr(path_timings, "ROUNDS", 2)
     monkeypatch.setattr(path_timings, "SECONDS_PER_ROUND", 0.01)
     result = path_timings.run(str(store), str(tmp_path / "timings.json"), alpha=0.25, batch_size=4)
