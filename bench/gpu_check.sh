@@ -10,6 +10,7 @@ set -u
 OUT=${OUT:-results/gpu_check}
 GPU_JOBS=${GPU_JOBS:-4}
 mkdir -p "$OUT"
+python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "gpu_check.sh: torch sees no CUDA GPU here" >&2; exit 2; }
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
