@@ -69,8 +69,8 @@ def peak_rss_mb() -> float:
 
 
 def matmul_peak(dtype, threads: int, device="cpu", n: int = 2048, seconds: float = 1.5) -> float:
-    """GFLOP/s of an n x n matrix product (on a GPU: n = 8192, fp32 in full precision, as the
-    plain loop's matrix products run)."""
+    """GFLOP/s of an n x n matrix product (on a GPU: n = 8192, and fp32 without TF32, torch's
+    default for matrix products; cuDNN's convolutions take TF32 by default)."""
     import torch
     from im_core.path_timings import images_per_second
     torch.set_num_threads(threads)
