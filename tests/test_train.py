@@ -171,3 +171,19 @@ def test_a_student_continues_from_its_parent(store, tmp_path, rule, parent_id):
     assert student["lineage"]["init"] == "parent" and student["lineage"]["parent"] == parent_id
     weights = {k: v for k, v in parent["state_dict"].items() if v.is_floating_point() and "running" not in k}
     assert all(torch.allclose(student["state_dict"][k], v, atol=1e-6) for k, v in weights.items())
+
+
+def test_a_failed_cuda_graph_recording_trains_eagerly_and_says_so(store, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from im_core import cuda_graphs
+    choose = train.choose_path
+    monkeypatch.setattr(train, "choose_path", lambda *a, **k: replace(choose(*a, **k), cuda_graph=True))
+    tried = []
+    monkeypatch.setattr(cuda_graphs, "graph_training_forward", lambda model, x, dtype: tried.append(x.shape) or False)
+    eager = train.run(str(store), str(tmp_path / "eager.pt"), SETTINGS, progress=False)
+    ckpt = torch.load(tmp_path / "eager.pt", weights_only=False)
+    assert len(tried) == 1 and ckpt["numeric_path"]["cuda_graph"] is False  # tried once, at the first batch
+    monkeypatch.setattr(train, "choose_path", choose)
+    plain = train.run(str(store), str(tmp_path / "plain.pt"), dict(SETTINGS, cuda_graphs=False), progress=False)
+    assert eager["best_val_miou"] == plain["best_val_miou"]  # the same eager run
