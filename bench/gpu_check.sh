@@ -33,16 +33,8 @@ t0=$(date +%s)
 timeout "${DEMO_LIMIT:-200}" python3 -m snakemake results/demo/gen3/metrics.csv --cores all --resources gpu="$GPU_JOBS" \
     > "$OUT/demo.log" 2>&1
 echo "demo: exit $?, $(( $(date +%s) - t0 )) s"
-python3 - <<'EOF'
-import glob, pandas as pd, torch
-for g in range(4):
-    for f in glob.glob(f"results/demo/gen{g}/metrics.csv"):
-        m = pd.read_csv(f)
-        print(f, m.round(3).to_string(index=False)[:600])
-for f in sorted(glob.glob("results/demo/gen*/models/m*/model.pt"))[:2]:
-    c = torch.load(f, weights_only=False, map_location="cpu")
-    print(f, c["numeric_path"], round(c["train_seconds"], 1), "s")
-EOF
+python3 bench/generations.py demo --summarize-only
+python3 -c "import torch; print(torch.load('results/demo/gen0/models/m0/model.pt', weights_only=False)['numeric_path'])"
 tar czf "$OUT/demo_results.tgz" results/demo/*/metrics.csv results/benchmarks/demo results/logs/demo 2>/dev/null
 grep -h "steps of batch\|best val" results/logs/demo/gen0/train_m0.log results/logs/demo/gen1/train_m0.log 2>/dev/null
 

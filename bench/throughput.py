@@ -94,7 +94,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from im_core.batches import Batches, TrainingTensors
-    from im_core.cuda_graphs import GraphOnFirstBatch
+    from im_core.cuda_graphs import training_forward
     from im_core.losses import segmentation_loss
     from im_core.models import build_model
     from im_core.predict import predict_labels
@@ -123,7 +123,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         opt, scaler = make_optimizer(model, {"lr": 1e-3, "weight_decay": 1e-4}), path.grad_scaler()
         stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
                               torch.Generator(device=path.device).manual_seed(0)))
-        forward = GraphOnFirstBatch(model, path.dtype) if path.cuda_graph else model  # as train.run does
+        forward = training_forward(model, path)
         step = lambda: training_step(forward, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
         predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
         return path, step, predict

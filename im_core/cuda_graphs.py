@@ -68,3 +68,9 @@ class GraphOnFirstBatch:
         if self.recorded is None:
             self.recorded = graph_training_forward(self.model, x, self.dtype)
         return self.model(x)
+
+
+def training_forward(model: torch.nn.Module, path) -> Callable:
+    """What a training step calls as the model on `path` (a `runtime.NumericPath`): the model,
+    or where the path has CUDA graphs, the model graphed at its first batch."""
+    return GraphOnFirstBatch(model, path.dtype) if path.cuda_graph else model

@@ -157,7 +157,6 @@ def claim_gpu(gpus: list[str], lock_dir: str | None = None) -> tuple[int, object
                 f.close()
                 continue
             return index, f
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

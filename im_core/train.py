@@ -34,7 +34,7 @@ from .batches import Batches, TrainingTensors, UnlabeledViews
 from .data import read_dev, read_split, training_arrays
 from .io import InputError, atomic_output, check_claim, open_store, read_json
 from .cct import CrossConsistency
-from .cuda_graphs import GraphOnFirstBatch
+from .cuda_graphs import training_forward
 from .mean_teacher import MeanTeacher
 from .losses import dynamic_loss, output_channels, probabilities, segmentation_loss
 from .models import build_model, count_parameters
@@ -292,9 +292,7 @@ def run(data: str, out: str, settings: dict, pseudo: str | None = None, threads:
     scaler = path.grad_scaler()
     warmup = int(settings["warmup_fraction"] * total)
     # the add-ons call the model's forward_with_features/encode, which a compiled model does not have
-    forward = torch.compile(model) if path.compile and not extras else model
-    if path.cuda_graph:
-        forward = GraphOnFirstBatch(model, path.dtype)
+    forward = torch.compile(model) if path.compile and not extras else training_forward(model, path)
     log.info("model %s gen %d: %d training images (%d labeled), %.1f MB as tensors, %d val, %d params, "
              "%d steps of batch %d on %s (data on %s); checkpoint chosen by val %s", model_id, generation,
              len(train_data), n_labeled, train_data.nbytes() / 1e6, len(val.index), count_parameters(model), total,
