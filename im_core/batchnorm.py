@@ -13,7 +13,8 @@ ops in fp32): the half-width U-Net's training step at 128 px in bf16 went from 1
 images/s with two threads. The slow kernel is a multi-threaded one: with one thread PyTorch's
 stays faster (32 px: 870 against 690 images/s for the whole step), so it stays in use there,
 as in every other case (evaluation, contiguous memory, CUDA, 16 channels or more). The result
-equals nn.BatchNorm2d's to fp32 rounding (tested).
+equals nn.BatchNorm2d's to fp32 rounding, except a bf16 input gradient, rounded three times
+(tested).
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ class _RowBatchNorm(torch.autograd.Function):
     biased variance per channel. Every pass is one of PyTorch's own batch-norm kernels on the
     rows, whose k * C columns it vectorizes over: statistics per column, merged per channel
     (exactly: the columns of a channel hold equal counts); normalization with those statistics;
-    in backward the two sums per column. They compute in fp32 whatever the input's type, so a
-    bf16 input (autocast) is rounded once, on output, as in PyTorch's mixed-type kernel."""
+    in backward the two sums per column, then the input gradient as two affine passes. They
+    compute in fp32 whatever the input's type: the output, the statistics and the parameter
+    gradients of a bf16 input (autocast) are rounded once, as in PyTorch's mixed-type kernel; the
+    input gradient is the sum of two bf16-rounded terms (rounded three times: its error is about
+    1.5x that of one rounding, tested)."""
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, channels: int, weight: torch.Tensor, bias: torch.Tensor, eps: float):
@@ -77,12 +81,16 @@ class _RowBatchNorm(torch.autograd.Function):
             grad, rows, ones, None, None, mean.repeat(k), ones, True, 0.0, [False, True, True])
         grad_dot_centred, grad_bias = _by_channel(column_dot, channels).sum(0), _by_channel(column_sum, channels).sum(0)
         scale = weight.float() * invstd
-        # dx = scale * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))), per channel
+        # dx = scale * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) per channel,
+        # as slope * (x - mean) + shift plus scale * dy: two passes of the inference batch-norm
+        # kernel, which reads bf16 and computes in fp32 (a mixed-type elementwise operation on the
+        # CPU would first copy each bf16 operand to fp32; those copies were a third of this backward)
         slope = -scale * invstd * invstd * grad_dot_centred / count
-        offset = -scale * grad_bias / count - slope * mean
-        dx = torch.addcmul(offset.repeat(k), rows, slope.repeat(k))
-        dx.addcmul_(grad, scale.repeat(k))
-        return dx.to(grad.dtype), None, (grad_dot_centred * invstd).to(weight.dtype), grad_bias.to(weight.dtype), None
+        shift = -scale * grad_bias / count
+        zeros = torch.zeros_like(ones)
+        dx = torch.batch_norm(rows, slope.repeat(k), shift.repeat(k), mean.repeat(k), ones, False, 0.0, 0.0, False)
+        dx += torch.batch_norm(grad, scale.repeat(k), zeros, zeros, ones, False, 0.0, 0.0, False)
+        return dx, None, (grad_dot_centred * invstd).to(weight.dtype), grad_bias.to(weight.dtype), None
 
 
 class BatchNorm2d(nn.BatchNorm2d):
