@@ -20,7 +20,10 @@ default allocator, measures:
   the same process (fp32, and bf16 where the CPU computes it natively);
 - the process's peak resident memory.
 The second keeps freed memory in the heap, as every job of the project does
-(`runtime.start_job`), and measures the project's step and prediction and the plain loop again.
+(`runtime.start_job`), and measures the project's step and prediction and the plain loop again;
+on a CPU it also profiles five project steps for the time inside the convolution and batch-norm
+kernels, printed beside the time a step may take for 3x the plain loop: where the kernels alone
+exceed it, no arrangement of the same eager kernels reaches 3x.
 The headline ratio is the project's step as a job runs it against the plain loop with the
 default allocator; the other columns split the gain. The heap-kept process runs first, times the paths and
 chooses; the other runs its choice. The median round counts. Threads: one at
@@ -81,6 +84,28 @@ def matmul_peak(dtype, threads: int, device="cpu", n: int = 2048, seconds: float
     # 20 s to drain after the clock stops
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     return 2 * n**3 * images_per_second(lambda: (a @ b, sync()), 1, seconds) / 1e9
+
+
+KERNELS = {"convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+           "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward",
+                          "aten::_native_batch_norm_legit", "aten::_native_batch_norm_legit_no_training")}
+
+
+def kernel_ms_per_step(step, steps: int = 5) -> dict:
+    """Milliseconds per step spent inside the convolution and batch-norm kernels (the profiler's
+    self time of those operators: oneDNN's and ATen's computation, no dispatch), and the step's
+    time under the profiler (which adds some 10 us to every operator). What the rest of a step
+    costs is what a better arrangement of the same eager kernels could save."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    elapsed = time.perf_counter() - started
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    out = {name: sum(self_us.get(op, 0) for op in ops) / steps / 1000 for name, ops in KERNELS.items()}
+    return {**out, "profiled step": 1000 * elapsed / steps}
 
 
 def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
@@ -187,6 +212,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         for name, (fn, images_per_call) in loops.items():
             rates[name].append(rate(fn, images_per_call))
     out = {k: statistics.median(v) for k, v in rates.items()}
+    if heap_kept and not cuda:   # CPU self time is the kernels' time; on a GPU it is their launch
+        out["kernel_ms"] = kernel_ms_per_step(project_step)
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
                path_rates={rate_label(*key): rate for key, rate in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
@@ -217,6 +244,7 @@ def table(rows: list[dict]) -> str:
             "project, default allocator | project on fp32, contiguous, default allocator | project without CUDA graphs | "
             "plain, heap kept | "
             "predict img/s plain | predict img/s project | ratio | GFLOP/s plain → project | "
+            "ms a step: conv + batch-norm kernels of the whole (3× budget) | "
             "matmul peak fp32 / bf16 | peak RSS MB |")  # GPU: the peak of allocated GPU memory too
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -227,6 +255,10 @@ def table(rows: list[dict]) -> str:
         if (p["precision"], p["channels_last"]) != (rule["precision"], rule["channels_last"]):
             path += f" (timed; rule: {rule['precision']}{', channels-last' if rule['channels_last'] else ''})"
         peak = f"{r['peak_fp32']:.0f} / {r['peak_bf16']:.0f}" if r["peak_bf16"] else f"{r['peak_fp32']:.0f} / –"
+        kernels = h.get("kernel_ms")
+        step_ms, budget_ms = 1000 * r["batch"] / h["train_project"], 1000 * r["batch"] / (3 * plain)
+        floor = (f"{kernels['convolution']:.1f} + {kernels['batch norm']:.1f} of {step_ms:.1f} ({budget_ms:.1f})"
+                 if kernels else "–")
         memory = f"{h['peak_rss_mb']:.0f}" + (f" (GPU {h['peak_gpu_mb']:.0f})" if h.get("peak_gpu_mb") else "")
         lines.append(
             f"| {r['size']}² | {r['alpha']} | {r['threads']} | {path} | {plain:.1f} | {h['train_project']:.1f} | "
@@ -234,7 +266,7 @@ def table(rows: list[dict]) -> str:
             f"{r['train_project_fp32'] / plain:.2f}× | {eager} | {h['train_plain'] / plain:.2f}× | {r['predict_plain']:.1f} | "
             f"{h['predict_project']:.1f} | {h['predict_project'] / r['predict_plain']:.2f}× | "
             f"{r['gflop_per_image'] * plain:.1f} → {r['gflop_per_image'] * h['train_project']:.1f} | "
-            f"{peak} | {memory} |")
+            f"{floor} | {peak} | {memory} |")
     return "\n".join(lines)
 
 
@@ -297,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                    **{f"rule_{k}": r["rule_path"][k] for k in ("precision", "channels_last")},
                    **{f"timed_{k}": v for k, v in r["heap"]["path_rates"].items()},
                    **{f"heap_kept_{k}": r["heap"][k] for k in ("train_plain", "train_project", "predict_plain",
-                                                               "predict_project", "peak_rss_mb")}}
+                                                               "predict_project", "peak_rss_mb")},
+                   **{f"kernel_ms_{k.replace(' ', '_')}": v for k, v in (r["heap"].get("kernel_ms") or {}).items()}}
                   for r in rows]).to_csv(out.with_suffix(".csv"), index=False)
     print(f"written: {out.with_suffix('.csv')}")
 
