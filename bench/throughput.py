@@ -92,20 +92,15 @@ KERNELS = {"convolution": ("aten::mkldnn_convolution", "aten::convolution_backwa
 
 
 def kernel_ms_per_step(step, steps: int = 5) -> dict:
-    """Milliseconds per step spent inside the convolution and batch-norm kernels (the profiler's
-    self time of those operators: oneDNN's and ATen's computation, no dispatch), and the step's
-    time under the profiler (which adds some 10 us to every operator). What the rest of a step
-    costs is what a better arrangement of the same eager kernels could save."""
+    """Milliseconds per step spent inside the convolution and batch-norm kernels: the profiler's
+    self time of those operators (oneDNN's and ATen's computation, no dispatch). What the rest of
+    a step costs is what a better arrangement of the same eager kernels could save."""
     from torch.profiler import ProfilerActivity, profile
-    step()
-    started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    elapsed = time.perf_counter() - started
     self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
-    out = {name: sum(self_us.get(op, 0) for op in ops) / steps / 1000 for name, ops in KERNELS.items()}
-    return {**out, "profiled step": 1000 * elapsed / steps}
+    return {name: sum(self_us.get(op, 0) for op in ops) / steps / 1000 for name, ops in KERNELS.items()}
 
 
 def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
