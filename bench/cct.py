@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 from configs import comparison_config, run_target  # noqa: E402
 from report import markdown_table, publish  # noqa: E402
-from im_core.cct import FULL_DECODERS  # noqa: E402
+from im_core.trainers.cct import FULL_DECODERS  # noqa: E402
 
 ROWS = {"ldt": "LDT", "cct": "CCT (compact: 3 decoders)", "cct_full": "CCT (full: 30 decoders; 1 model)",
         "im": "IM from LDT", "cct_im": "IM from CCT"}
@@ -39,13 +39,16 @@ VARIANTS = {"cct_full": {"method": "cct", "settings": {"stage0": {"models": 1, "
 
 def step_times(workdir: Path, config_file: Path, dataset: str, steps: int) -> dict[str, float]:
     """Seconds per training step of LDT's and CCT's gen0 settings on the prepared data store."""
-    from im_core import config as imc, train
+    import dataclasses
+
+    from im_core import config as imc
+    from im_core.steps import train
     experiments = imc.validate_config(yaml.safe_load(config_file.read_text()))["experiments"]
     store = workdir / "results" / dataset / "data.zarr"
     out = {}
     for row in ("ldt", "cct", "cct_full"):
         settings = imc.train_settings(experiments[f"{dataset}/compare/{row}/seed0"], 0, 0)
-        settings.update(steps=steps, eval_every=steps)
+        settings = dataclasses.replace(settings, steps=steps, eval_every=steps)
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             train.run(str(store), f"{tmp}/m.pt", settings, progress=False)

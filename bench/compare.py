@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.compare import format_by_generation, format_table  # noqa: E402
+from im_core.steps.compare import format_by_generation, format_table  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy")

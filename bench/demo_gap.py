@@ -10,6 +10,7 @@ and writes results/bench/demo_gap.csv. The demo is meant to leave a gap of at le
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import copy
 import sys
 import time
@@ -22,22 +23,29 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core import data, metrics, predict, train  # noqa: E402
+from im_core import metrics  # noqa: E402
 from im_core.config import train_settings, validate_config  # noqa: E402
+from im_core.data.read import read_split, training_arrays  # noqa: E402
+from im_core.data.store import prepare  # noqa: E402
 from im_core.io import open_store  # noqa: E402
+from im_core.models.checkpoints import load_checkpoint  # noqa: E402
+from im_core.models.inference import predict_labels  # noqa: E402
+from im_core.runtime.devices import pick_device  # noqa: E402
+from im_core.settings import TrainSettings  # noqa: E402
+from im_core.steps import train  # noqa: E402
 
 
-def run_one(name: str, dataset: dict, settings: dict, workdir: Path) -> dict:
+def run_one(name: str, dataset: dict, settings: TrainSettings, workdir: Path) -> dict:
     store = workdir / f"{name}.zarr"
-    data.prepare(dataset, store)
+    prepare(dataset, store)
     started = time.time()
     result = train.run(str(store), str(workdir / f"{name}.pt"), settings, threads=1, model_id=name, progress=False)
-    model, _ = predict.load_checkpoint(workdir / f"{name}.pt", predict.pick_device())
+    model, _ = load_checkpoint(workdir / f"{name}.pt", pick_device())
     st = open_store(store)
-    test = data.read_split(st, "test")
-    pred = predict.predict_labels(model, test.images, st.attrs["task"], len(st.attrs["class_names"]))
+    test = read_split(st, "test")
+    pred = predict_labels(model, test.images, st.attrs["task"], len(st.attrs["class_names"]))
     scores = metrics.score(pred, test.masks, st.attrs["class_names"], st.attrs["ignore_index"])
-    return {"training": name, "labeled_images": len(data.training_arrays(st).index), "steps": settings["steps"],
+    return {"training": name, "labeled_images": len(training_arrays(st).index), "steps": settings.steps,
             "best_val_miou": result["best_val_miou"], "test_miou": scores["miou"],
             "test_miou_per_image": scores["miou_per_image"], "seconds": time.time() - started}
 
@@ -51,7 +59,7 @@ def main() -> int:
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     exp = config["experiments"][args.experiment]
     dataset = config["datasets"][exp["dataset"]]
-    settings = dict(train_settings(exp, 0, 0), steps=args.steps)
+    settings = dataclasses.replace(train_settings(exp, 0, 0), steps=args.steps)
     # FDT: the same images and test/val split; every training image labeled.
     full = copy.deepcopy(dataset)
     full["labeled_fraction"] = 1.0

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -75,7 +76,7 @@ def matmul_peak(dtype, threads: int, device="cpu", n: int = 2048, seconds: float
     """GFLOP/s of an n x n matrix product (on a GPU: n = 8192, and fp32 without TF32, torch's
     default for matrix products; cuDNN's convolutions take TF32 by default)."""
     import torch
-    from im_core.path_timings import images_per_second
+    from im_core.runtime.path_timings import images_per_second
     torch.set_num_threads(threads)
     n = 8192 if torch.device(device).type == "cuda" else n
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
@@ -113,15 +114,21 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from im_core.batches import Batches, TrainingTensors
-    from im_core.cuda_graphs import training_forward
-    from im_core.losses import segmentation_loss
+    from im_core.data.augment import NO_AUGMENT
+    from im_core.data.batches import Batches, TrainingTensors
     from im_core.models import build_model
-    from im_core.predict import predict_labels
-    from im_core.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second, rate_label, time_paths
-    from im_core.runtime import choose_path, cpu_has_native_bf16, keep_freed_memory, pick_device
-    from im_core.optim import make_optimizer
-    from im_core.train import training_step
+    from im_core.models.inference import predict_labels
+    from im_core.models.losses import segmentation_loss
+    from im_core.runtime.cpu import cpu_has_native_bf16
+    from im_core.runtime.cuda_graphs import training_forward
+    from im_core.runtime.devices import pick_device
+    from im_core.runtime.numeric_path import choose_path
+    from im_core.runtime.path_timings import (ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second,
+                                              rate_label, time_paths)
+    from im_core.runtime.process import keep_freed_memory
+    from im_core.settings import NumericRequest
+    from im_core.trainers.optim import make_optimizer
+    from im_core.trainers.step import Objective, training_step
 
     torch.set_num_threads(threads)
     device = pick_device()
@@ -132,23 +139,24 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, (n_images, size, size), dtype=np.uint8)
-    augment = {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}
+    augment = dataclasses.replace(NO_AUGMENT, hflip=True, scale=(0.5, 1.0))
 
     # the project's step, on the path chosen for this machine and on plain fp32 (what a CPU
     # without native bf16 and AVX-512 runs at 32 px): the latter isolates the data pipeline's share
     def project(settings: dict):
-        path = choose_path({**settings, "model": {"alpha": alpha}}, (size, size))
+        path = choose_path(NumericRequest(**settings), (size, size), graph_eligible=True)
         torch.manual_seed(0)
         model = path.model(build_model(3, classes, alpha))
-        opt, scaler = make_optimizer(model, {"lr": 1e-3, "weight_decay": 1e-4}), path.grad_scaler()
+        opt, scaler = make_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4), path.grad_scaler()
         stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
                               torch.Generator(device=path.device).manual_seed(0)))
         forward = training_forward(model, path)
-        step = lambda: training_step(forward, opt, scaler, path, *next(stream), "multiclass", 255)  # noqa: E731
+        objective = Objective("multiclass", 255)
+        step = lambda: training_step(forward, opt, scaler, path, *next(stream), objective)  # noqa: E731
         predict = lambda: predict_labels(model, images, "multiclass", classes, n_images, path)  # noqa: E731
         return path, step, predict
 
-    rule = choose_path({"model": {"alpha": alpha}}, (size, size))
+    rule = choose_path(NumericRequest(), (size, size), graph_eligible=True)
     path_rates = None
     if path_settings is None and cuda:  # a training job on a GPU takes the rule's path
         path_settings = {}
@@ -156,7 +164,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         timed = time_paths(lambda p: project({"precision": p.precision, "channels_last": p.channels_last})[1],
                            candidate_paths(cpu_has_native_bf16()), batch, ROUNDS, SECONDS_PER_ROUND)
         path_rates = {(p.precision, p.channels_last): statistics.median(v) for p, v in timed.items()}
-        chosen = choose_path({"model": {"alpha": alpha}}, (size, size), measured=path_rates)
+        chosen = choose_path(NumericRequest(), (size, size), measured=path_rates, graph_eligible=True)
         path_settings = {"precision": chosen.precision, "channels_last": chosen.channels_last}
     path, project_step, project_predict = project(path_settings)
     fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False, "cuda_graphs": False})[1]
@@ -222,7 +230,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 def machine_header(batch: int) -> str:
     """The CPU, the flags the kernels may use (after any instruction-set cap) and torch's build."""
     import torch
-    from im_core.runtime import cpu_flags, cpu_name
+    from im_core.runtime.cpu import cpu_flags, cpu_name
     flags = cpu_flags()
     usable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     caps = [f"{k}={os.environ[k]}" for k in AVX2_CAPS if os.environ.get(k)]

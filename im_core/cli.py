@@ -13,7 +13,8 @@ import signal
 import sys
 import time
 
-from .io import InputError, OutputConflict, claim_outputs, release_claims
+from .errors import InputError, OutputConflict
+from .io import claim_outputs, release_claims
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -35,41 +36,46 @@ def _settings(text: str) -> dict:
 
 
 def cmd_prepare(a):
-    from . import data
-    return data.prepare(_settings(a.settings), a.out, threads=a.threads)
+    from .steps import prepare
+    return prepare.run(_settings(a.settings), a.out, threads=a.threads)
 
 
 def cmd_train(a):
-    from . import train
-    return train.run(a.data, a.out, _settings(a.settings), pseudo=a.pseudo, threads=a.threads,
+    from .settings import TrainSettings
+    from .steps import train
+    return train.run(a.data, a.out, TrainSettings.from_params(_settings(a.settings)), pseudo=a.pseudo, threads=a.threads,
                      model_id=a.model_id, generation=a.generation, progress=not a.no_progress,
                      init_selection=a.init_selection, init_checkpoints=a.init_checkpoints,
                      path_timings=a.path_timings)
 
 
 def cmd_time_paths(a):
-    from . import path_timings
-    return path_timings.run(a.data, a.out, a.alpha, a.batch_size, a.threads)
+    from .steps import time_paths
+    return time_paths.run(a.data, a.out, a.alpha, a.batch_size, a.threads)
 
 
 def cmd_predict(a):
-    from . import predict
+    from .steps import predict
     return predict.run(a.checkpoint, a.data, a.out, a.splits, a.batch_size, a.threads)
 
 
 def cmd_score(a):
-    from . import evaluate
+    from .steps import evaluate
     return evaluate.score_model(a.predictions, a.data, a.out, dev_images=a.dev_images, dev_seed=a.dev_seed)
 
 
 def cmd_select(a):
-    from . import selection
-    return selection.run(a.scores, a.out, _settings(a.settings), a.generation, previous=a.previous)
+    from .settings import SelectionSettings
+    from .steps import select
+    return select.run(a.scores, a.out, SelectionSettings.from_params(_settings(a.settings)), a.generation,
+                      previous=a.previous)
 
 
 def cmd_pseudo(a):
-    from . import pseudo
-    return pseudo.run(a.data, a.selection, a.predictions, a.out, _settings(a.settings), a.generation,
+    from .settings import PseudoSettings
+    from .steps import pseudo
+    return pseudo.run(a.data, a.selection, a.predictions, a.out, PseudoSettings.from_params(_settings(a.settings)),
+                      a.generation,
                       checkpoints=a.checkpoints, parent=a.parent)
 
 
@@ -89,7 +95,7 @@ def _pseudo_by_model(entries: list[str] | None) -> dict[str, str]:
 
 
 def cmd_metrics(a):
-    from . import evaluate
+    from .steps import evaluate
     table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, _pseudo_by_model(a.pseudo),
                                               a.data, a.out)
     return {"models": len(table), "best_val_miou": float(table["val_miou"].max()),
@@ -97,12 +103,12 @@ def cmd_metrics(a):
 
 
 def cmd_preview(a):
-    from . import visualize
+    from .steps import visualize
     return visualize.write_preview(a.pseudo, a.data, a.out, a.count)
 
 
 def cmd_plot(a):
-    from . import visualize
+    from .steps import visualize
     tables = {}
     for item in a.tables:
         name, _, files = item.partition("=")
@@ -115,24 +121,24 @@ def cmd_plot(a):
 
 
 def cmd_plot_paths(a):
-    from . import visualize
+    from .steps import visualize
     return visualize.plot_paths(a.tables, a.out, a.title)
 
 
 def cmd_compare(a):
-    from . import compare
+    from .steps import compare
     runs = [compare.parse_run(item) for item in a.runs]
     table = compare.write_comparison(runs, a.out, a.plot, title=a.title)
     return {"rows": len(table), "methods": sorted(set(table["method"]))}
 
 
 def cmd_render(a):
-    from . import visualize
+    from .steps import visualize
     return visualize.render(a.store, a.out, a.index, a.split, a.count)
 
 
 def cmd_segment(a):
-    from . import segment
+    from .steps import segment
     forms = {"--checkpoint": a.checkpoint, "--experiment/--generation": a.experiment or a.generation is not None,
              "--selection/--checkpoints": a.selection or a.checkpoints}
     given = [form for form, value in forms.items() if value]
@@ -155,6 +161,18 @@ def cmd_record_settings(a):
     settings = _settings(a.settings)
     write_json(a.out, settings)
     return {"keys": sorted(settings)}
+
+
+def cmd_code_versions(a):
+    from . import code_versions
+    if a.same_results and not a.update:
+        raise InputError("--same-results goes with --update")
+    if a.update:
+        code_versions.update(a.same_results or [])
+    status = code_versions.status()
+    for step, s in status.items():
+        print(f"{step:<11} version {s['version']}  {'recorded' if s['current'] else 'changed since recorded: reruns'}")
+    return {"stale": [step for step, s in status.items() if not s["current"]]}
 
 
 def cmd_check_config(a):
@@ -287,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("record-settings", cmd_record_settings, "write the settings in force for a generation as JSON")
     sp.add_argument("--settings", required=True)
     sp.add_argument("--out", required=True)
+
+    sp = add("code-versions", cmd_code_versions, "each step's code version (a change reruns that step's jobs)")
+    sp.add_argument("--update", action="store_true", help="record the current code (im_core/code_versions.json)")
+    sp.add_argument("--same-results", nargs="+", metavar="STEP",
+                    help="with --update: these steps keep their version (their results were shown unchanged)")
 
     sp = add("check-config", cmd_check_config, "validate a config file against the schema")
     sp.add_argument("config")

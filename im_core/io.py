@@ -1,5 +1,4 @@
-"""Zarr stores (and the one heap their codec threads share), atomic outputs owned by one job,
-JSON files and the error type for bad input.
+"""Zarr stores, atomic outputs owned by one job, and JSON files.
 
 A job claims its outputs when it starts (`claim_outputs`): it removes what interrupted earlier
 runs left (`.<name>.partial-*`), checks that it can write there, and writes its token to
@@ -10,10 +9,8 @@ cannot replace what a newer run of the same job wrote (the newer run took the cl
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import platform
 import shutil
 import socket
 import time
@@ -23,13 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-
-class InputError(Exception):
-    """Bad user input: the message names the file or key and says what to do."""
-
-
-class OutputConflict(Exception):
-    """A newer run of the same job owns the output; this job's result is discarded."""
+from .errors import InputError, OutputConflict
 
 
 _CLAIMS: dict[Path, str] = {}  # output -> this process's token, for outputs claimed by claim_outputs
@@ -167,26 +158,6 @@ def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, di
     return group.create_array(name, shape=tuple(shape), dtype=dtype,
                               chunks=chunk_shape(tuple(shape), np.dtype(dtype).itemsize),
                               dimension_names=dims, fill_value=0)
-
-
-def glibc() -> ctypes.CDLL | None:
-    """The C library, where it is glibc (whose mallopt settings the jobs use); else None."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def share_one_heap() -> bool:
-    """Make every thread of this process allocate from glibc's main heap (arena). Zarr encodes
-    and decodes chunks in worker threads, and each got an arena of its own that stays at its
-    peak: predicting 10 000 images at 256 px peaked at 1.65-1.74 GB with them against
-    1.41-1.46 GB with one (no slower), building their pseudo-labels at 617-625 MB against
-    525-557 MB. Call it before any thread starts. False where the C library is not glibc."""
-    libc, m_arena_max = glibc(), -8
-    return libc is not None and bool(libc.mallopt(m_arena_max, 1))
 
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> zarr.Group:

@@ -1,12 +1,55 @@
-"""Shared fixtures: a small demo data store and training settings that take a second."""
+"""Shared fixtures: a small demo data store, and job settings that take a second (the schema's
+defaults with a few keys changed, typed as the jobs get them)."""
+import dataclasses
+
 import pytest
 
-from im_core.config import resolve_dataset
-from im_core.data import prepare
+from im_core.config import defaults, resolve_dataset
+from im_core.data.store import prepare
+from im_core.settings import Augment, PseudoSettings, SelectionSettings, TrainSettings
 
-TRAIN_SETTINGS = {"seed": 3, "model": {"alpha": 0.25, "dropout": 0.0}, "batch_size": 4, "lr": 0.003,
-                  "weight_decay": 1e-4, "epochs": 1, "steps": 3, "eval_every": 3, "warmup_fraction": 0.0,
-                  "augment": {"hflip": True, "vflip": False, "scale": [0.5, 1.0]}}
+# what the tests change of the schema's train defaults: a tiny model, a few steps
+TRAIN_CHANGES = {"seed": 3, "model": {"alpha": 0.25, "dropout": 0.0}, "batch_size": 4, "lr": 0.003,
+                 "weight_decay": 1e-4, "epochs": 1, "steps": 3, "eval_every": 3, "warmup_fraction": 0.0}
+
+
+def train_params(**changes) -> dict:
+    """A training job's params: the schema's defaults of `train` and `model`, the job's fields
+    (supervised, labeled split), TRAIN_CHANGES, then `changes`."""
+    params = {**defaults("train"), "model": defaults("model"), "trainer": "supervised", "labels": "labeled",
+              "copies_seed": 0, "select_metric": "miou"}
+    params.update(TRAIN_CHANGES)
+    params.update(changes)
+    return params
+
+
+def train_settings(**changes) -> TrainSettings:
+    return TrainSettings.from_params(train_params(**changes))
+
+
+TRAIN_SETTINGS = train_settings()
+
+
+def pseudo_settings(**changes) -> PseudoSettings:
+    """A pseudo-label job's settings: the schema's pseudo_labels defaults (im) with `changes`."""
+    section = {**defaults("pseudo_labels"), **changes}
+    section.pop("ratios")
+    if section["builder"] != "class_balanced":
+        section.pop("agreement")
+    return PseudoSettings.from_params(section)
+
+
+def selection_settings(**changes) -> SelectionSettings:
+    return SelectionSettings.from_params({**defaults("selection"), **changes})
+
+
+def augment(**changes) -> Augment:
+    """The schema's augment defaults with `changes`."""
+    return Augment.from_params({**defaults("train")["augment"], **changes})
+
+
+def replace(settings, **changes):
+    return dataclasses.replace(settings, **changes)
 
 
 def make_demo_store(path, n_images: int = 24):

@@ -7,11 +7,17 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from im_core.augment import augment_batch, crop_boxes, gaussian_blur, geometric
-from im_core.batches import Batches, TrainingTensors
-from im_core.losses import segmentation_loss
-from im_core.runtime import (NumericPath, capped_flags, choose_path, claim_gpu, cpu_has_native_bf16, keep_freed_memory,
-                             resolve_channels_last, resolve_precision)
+from conftest import TRAIN_SETTINGS, augment, replace
+
+from im_core.data.augment import NO_AUGMENT, augment_batch, crop_boxes, gaussian_blur, geometric
+from im_core.data.batches import Batches, TrainingTensors
+from im_core.models.losses import segmentation_loss
+from im_core.runtime.cpu import capped_flags, cpu_has_native_bf16
+from im_core.runtime.devices import claim_gpu
+from im_core.runtime.numeric_path import NumericPath, choose_path, resolve_channels_last, resolve_precision
+from im_core.runtime.process import keep_freed_memory
+from im_core.settings import FeatureConsistency, NumericRequest, Photometric
+from im_core.steps.train import graph_eligible
 
 
 def labelled_batch(n=6, size=16, seed=0):
@@ -28,7 +34,7 @@ def labelled_batch(n=6, size=16, seed=0):
 
 def test_flips_move_images_labels_and_mask_together_exactly():
     images, labels, blocked = labelled_batch()
-    x, y, b = geometric(images, labels, blocked, {"hflip": True, "vflip": True, "scale": [1.0, 1.0]},
+    x, y, b = geometric(images, labels, blocked, augment(hflip=True, vflip=True, scale=[1.0, 1.0]),
                         torch.Generator().manual_seed(1))
     assert x.dtype == torch.float32 and y.dtype == torch.uint8 and b.dtype == torch.bool
     assert torch.equal(b, y == 2)
@@ -42,7 +48,7 @@ def test_flips_move_images_labels_and_mask_together_exactly():
 
 def test_scale_crops_keep_labels_nearest_and_the_mask_aligned():
     images, labels, blocked = labelled_batch(n=8, size=32)
-    x, y, b = augment_batch(images, labels, blocked, {"hflip": True, "scale": [0.3, 0.6]},
+    x, y, b = augment_batch(images, labels, blocked, augment(hflip=True, scale=[0.3, 0.6]),
                             torch.Generator().manual_seed(2))
     assert x.shape == (8, 3, 32, 32) and y.shape == (8, 32, 32)
     assert set(torch.unique(y).tolist()) <= {0, 1, 2, 3, 255}  # nearest: no blended class values
@@ -53,7 +59,7 @@ def test_scale_crops_keep_labels_nearest_and_the_mask_aligned():
 
 def test_same_generator_state_gives_the_same_batch():
     images, labels, blocked = labelled_batch()
-    settings = {"hflip": True, "scale": [0.5, 1.0], "noise": 10, "blur": 1.5, "contrast": 0.2, "brightness": 5}
+    settings = augment(hflip=True, scale=[0.5, 1.0], noise=10, blur=1.5, contrast=0.2, brightness=5)
     a = augment_batch(images, labels, blocked, settings, torch.Generator().manual_seed(5))
     b = augment_batch(images, labels, blocked, settings, torch.Generator().manual_seed(5))
     assert all(torch.equal(p, q) for p, q in zip(a, b))
@@ -86,7 +92,7 @@ def test_batches_visit_every_image_once_per_epoch():
     n, bs = 10, 4
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
     data = TrainingTensors(images, torch.zeros(n, 16, 16, dtype=torch.uint8), torch.zeros(n, 16, 16, dtype=torch.bool))
-    batches = Batches(data, bs, {"hflip": False, "scale": [1.0, 1.0]}, torch.Generator().manual_seed(0))
+    batches = Batches(data, bs, NO_AUGMENT, torch.Generator().manual_seed(0))
     assert batches.steps_per_epoch == 2  # the last, short batch is dropped
     stream = iter(batches)
     seen = torch.cat([next(stream)[0][:, 0, 0, 0] for _ in range(batches.steps_per_epoch)]).long().tolist()
@@ -131,7 +137,7 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it():
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu, AMX)
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
-        choose_path({"precision": "fp16"}, (32, 32), cpu, AMX)
+        choose_path(NumericRequest(precision="fp16"), (32, 32), cpu, AMX)
 
 
 def test_channels_last_auto_follows_the_measurements():
@@ -167,19 +173,22 @@ def test_jobs_claim_the_gpu_with_the_fewest_jobs(tmp_path):
 
 
 def test_cuda_graphs_where_a_training_step_calls_the_model_once():
-    cuda, fixed = torch.device("cuda"), {"precision": "bf16", "channels_last": True}
+    cuda, fixed = torch.device("cuda"), NumericRequest(precision="bf16", channels_last=True)
     autotune = torch.backends.cudnn.benchmark
     try:
-        assert choose_path(fixed, (32, 32), cuda).cuda_graph
-        assert choose_path({**fixed, "trainer": "supervised", "cuda_graphs": True}, (32, 32), cuda).cuda_graph
-        assert not choose_path({**fixed, "cuda_graphs": False}, (32, 32), cuda).cuda_graph
-        assert not choose_path({**fixed, "compile": True}, (32, 32), cuda).cuda_graph
-        for trainer in ("consistency", "cct"):  # the model runs on several batches per step
-            assert not choose_path({**fixed, "trainer": trainer}, (32, 32), cuda).cuda_graph
-        assert not choose_path({**fixed, "feature_consistency": {"ema_decay": 0.99}}, (32, 32), cuda).cuda_graph
-        assert not choose_path(fixed, (32, 32), torch.device("cpu")).cuda_graph
+        assert choose_path(fixed, (32, 32), cuda, graph_eligible=True).cuda_graph
+        assert choose_path(replace(fixed, cuda_graphs=True), (32, 32), cuda, graph_eligible=True).cuda_graph
+        assert not choose_path(replace(fixed, cuda_graphs=False), (32, 32), cuda, graph_eligible=True).cuda_graph
+        assert not choose_path(replace(fixed, compile=True), (32, 32), cuda, graph_eligible=True).cuda_graph
+        assert not choose_path(fixed, (32, 32), cuda, graph_eligible=False).cuda_graph
+        assert not choose_path(fixed, (32, 32), torch.device("cpu"), graph_eligible=True).cuda_graph
     finally:
         torch.backends.cudnn.benchmark = autotune
+    # the training step is eligible where its trainer calls the model once per batch
+    assert graph_eligible(TRAIN_SETTINGS)
+    for trainer in ("consistency", "cct"):  # the model runs on several batches per step
+        assert not graph_eligible(replace(TRAIN_SETTINGS, trainer=trainer))
+    assert not graph_eligible(replace(TRAIN_SETTINGS, feature_consistency=FeatureConsistency(1.0, 0.99, 0.5)))
 
 
 def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
@@ -188,7 +197,8 @@ def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
     labels = torch.zeros(6, 16, 16, dtype=torch.uint8)
     blocked = torch.zeros(6, 16, 16, dtype=torch.bool)
     pseudo = torch.tensor([False, False, False, True, True, True])
-    x, _, _ = augment_batch(images, labels, blocked, {"hflip": False}, gen, pseudo, {"noise": 20.0, "blur": 1.0})
+    x, _, _ = augment_batch(images, labels, blocked, NO_AUGMENT, gen, pseudo,
+                            Photometric(noise=20.0, blur=1.0, contrast=0, brightness=0))
     assert torch.equal(x[:3], images[:3].float())
     assert all(not torch.equal(x[i], images[i].float()) for i in range(3, 6))
 
@@ -196,14 +206,14 @@ def test_noisy_student_noise_reaches_the_pseudo_labeled_pairs_only():
 def test_deterministic_option_turns_on_deterministic_algorithms(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     try:
-        path = choose_path({"deterministic": True, "precision": "fp32"}, (32, 32), torch.device("cpu"))
+        path = choose_path(NumericRequest(deterministic=True, precision="fp32"), (32, 32), torch.device("cpu"))
         assert path.deterministic and path.as_dict()["deterministic"]
         assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
-    assert not choose_path({"precision": "fp32"}, (32, 32), torch.device("cpu")).deterministic
+    assert not choose_path(NumericRequest(precision="fp32"), (32, 32), torch.device("cpu")).deterministic
 
 
 def _marked_pairs(n_truth: int, n_pseudo: int) -> TrainingTensors:
@@ -217,7 +227,7 @@ def _marked_pairs(n_truth: int, n_pseudo: int) -> TrainingTensors:
 @pytest.mark.parametrize("share, truth_per_batch", [(0.25, 2), (0.0, 0), (1.0, 8), (0.5, 4)])
 def test_labeled_share_fixes_the_ground_truth_pairs_in_every_batch(share, truth_per_batch):
     data = _marked_pairs(10, 30)
-    batches = Batches(data, 8, {"hflip": False}, torch.Generator().manual_seed(0), labeled_share=share)
+    batches = Batches(data, 8, NO_AUGMENT, torch.Generator().manual_seed(0), labeled_share=share)
     seen = []
     for _ in range(12):
         x, _ = next(batches)
@@ -230,12 +240,12 @@ def test_labeled_share_fixes_the_ground_truth_pairs_in_every_batch(share, truth_
 
 def test_mixed_batches_resume_where_they_stopped():
     data = _marked_pairs(10, 30)
-    a = Batches(data, 8, {"hflip": True}, torch.Generator().manual_seed(1), labeled_share=0.25)
+    a = Batches(data, 8, augment(scale=[1.0, 1.0]), torch.Generator().manual_seed(1), labeled_share=0.25)
     for _ in range(5):
         next(a)
     state = a.state()
     expected = [next(a)[0] for _ in range(6)]
-    b = Batches(data, 8, {"hflip": True}, torch.Generator().manual_seed(99), labeled_share=0.25)
+    b = Batches(data, 8, augment(scale=[1.0, 1.0]), torch.Generator().manual_seed(99), labeled_share=0.25)
     b.load_state(state)
     assert all(torch.equal(e, next(b)[0]) for e in expected)
 

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from im_core.config import load_config_file, resolve_dataset, validate_config
-from im_core.data import SPLITS, _crop_boxes, assign_splits, prepare, split_sizes
-from im_core.io import InputError, open_store
+from im_core.data.splits import SPLITS, assign_splits, split_sizes
+from im_core.data.store import _crop_boxes, prepare
+from im_core.errors import InputError
+from im_core.io import open_store
 
 MINIMAL = {"datasets": {"d": {"source": "demo"}}, "experiments": {"e": {"dataset": "d"}}}
 

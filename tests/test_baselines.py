@@ -6,17 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TRAIN_SETTINGS, make_demo_store
+from conftest import TRAIN_SETTINGS, make_demo_store, pseudo_settings, replace
 
-from im_core import compare, evaluate, predict, pseudo, train
-from im_core.augment import augmented_copies, photometric
-from im_core.runtime import choose_path
-from im_core.data import read_split, training_arrays
-from im_core.io import InputError, open_store, write_json
+from im_core.builders.ensembles import ensemble_predictions
+from im_core.data.augment import augmented_copies, photometric
+from im_core.data.read import read_split, training_arrays
+from im_core.data.training_set import training_set
+from im_core.errors import InputError
+from im_core.io import open_store, write_json
+from im_core.models.checkpoints import load_checkpoint
+from im_core.models.inference import predict_probabilities
+from im_core.runtime.numeric_path import choose_path
+from im_core.settings import NumericRequest, Photometric
+from im_core.steps import compare, evaluate, predict, pseudo, train
 
 SETTINGS = TRAIN_SETTINGS
-PSEUDO = {"builder": "im", "teachers": 2, "block_input": True, "block_output": True, "label_mode": "ignore",
-          "erode": 0, "dilate": 0, "filter_class_disagreement": False}
+PSEUDO = pseudo_settings(teachers=2)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def teachers(store, tmp_path_factory):
     d = tmp_path_factory.mktemp("teachers")
     ckpts, preds = [], []
     for i in range(2):
-        train.run(str(store), str(d / f"m{i}.pt"), dict(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
+        train.run(str(store), str(d / f"m{i}.pt"), replace(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
         predict.run(str(d / f"m{i}.pt"), str(store), str(d / f"p{i}.zarr"), ["val", "test", "unlabeled"])
         ckpts.append(str(d / f"m{i}.pt"))
         preds.append(str(d / f"p{i}.zarr"))
@@ -34,7 +39,7 @@ def teachers(store, tmp_path_factory):
 
 
 def test_photometric_noise_keeps_blocked_pixels_black_and_values_in_range():
-    noise = {"blur": 2.0, "noise": 25, "contrast": 0.5, "brightness": 25}
+    noise = Photometric(blur=2.0, noise=25, contrast=0.5, brightness=25)
     images = torch.full((2, 3, 8, 8), 128.0)
     images[:, :, :2] = 0  # blocked by an inconsistency mask (found as all-black pixels)
     out = photometric(images, noise, torch.Generator().manual_seed(0))
@@ -50,11 +55,11 @@ def test_photometric_noise_keeps_blocked_pixels_black_and_values_in_range():
 
 def test_augmented_copies_are_deterministic_and_keep_valid_labels(store):
     labeled = read_split(open_store(store), "labeled")
-    images, labels = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS["augment"], seed=7)
+    images, labels = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS.augment, seed=7)
     assert images.shape == (3 * len(labeled.images), *labeled.images.shape[1:]) and images.dtype == np.uint8
     assert labels.shape == (3 * len(labeled.masks), *labeled.masks.shape[1:])
     assert set(np.unique(labels)) <= set(np.unique(labeled.masks)) | {0}
-    again = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS["augment"], seed=7)
+    again = augmented_copies(labeled.images, labeled.masks, 3, SETTINGS.augment, seed=7)
     assert np.array_equal(images, again[0]) and np.array_equal(labels, again[1])
     assert not np.array_equal(images[: len(labeled.images)], labeled.images)
 
@@ -63,13 +68,13 @@ def test_training_set_sizes_for_ldt_aldt_fdt(store):
     s = open_store(store)
     n_labeled = len(read_split(s, "labeled").index)
     n_unlabeled = len(read_split(s, "unlabeled").index)
-    got = train.training_set(s, None, dict(SETTINGS, labels="labeled"))
+    got = training_set(s, None, replace(SETTINGS, labels="labeled"))
     images, n = got.images, got.n_labeled
     assert len(images) == n == n_labeled
-    got = train.training_set(s, None, dict(SETTINGS, labels="labeled", labeled_copies=2, copies_seed=0))
+    got = training_set(s, None, replace(SETTINGS, labels="labeled", labeled_copies=2, copies_seed=0))
     images, n = got.images, got.n_labeled
     assert len(images) == 3 * n_labeled and n == n_labeled
-    got = train.training_set(s, None, dict(SETTINGS, labels="all"))
+    got = training_set(s, None, replace(SETTINGS, labels="all"))
     images, labels, n = got.images, got.labels, got.n_labeled
     assert len(images) == n == n_labeled + n_unlabeled
     assert np.array_equal(labels[n_labeled:], read_split(s, "unlabeled").masks)
@@ -88,7 +93,7 @@ def test_fdt_refuses_a_data_set_without_unlabeled_masks(tmp_path):
 @pytest.mark.parametrize("builder", ["model_ensemble", "input_ensemble", "best_teacher"])
 def test_baseline_builders_label_every_pixel_without_a_mask(store, teachers, tmp_path, builder):
     out = tmp_path / "pseudo.zarr"
-    result = pseudo.run(str(store), teachers["selection"], teachers["preds"], str(out), dict(PSEUDO, builder=builder,
+    result = pseudo.run(str(store), teachers["selection"], teachers["preds"], str(out), replace(PSEUDO, builder=builder,
                         label_mode="im_class"), 1, checkpoints=teachers["ckpts"])
     p = open_store(out)
     assert p.attrs["builder"] == builder and p.attrs["label_mode"] == "ignore" and p.attrs["im_class_index"] is None
@@ -102,36 +107,37 @@ def test_baseline_builders_label_every_pixel_without_a_mask(store, teachers, tmp
 
 def test_best_teacher_and_ensembles_match_their_definitions(store, teachers):
     images = read_split(open_store(store), "unlabeled", with_masks=False).images
-    m1, ckpt = predict.load_checkpoint(teachers["ckpts"][1], torch.device("cpu"))
-    m0, _ = predict.load_checkpoint(teachers["ckpts"][0], torch.device("cpu"))
+    m1, ckpt = load_checkpoint(teachers["ckpts"][1], torch.device("cpu"))
+    m0, _ = load_checkpoint(teachers["ckpts"][0], torch.device("cpu"))
     best = open_store(teachers["preds"][1])["unlabeled/labels"][:]
-    path = choose_path(ckpt["settings"], images.shape[1:3])  # the path predict.run took
-    again = pseudo.ensemble_predictions([path.model(copy.deepcopy(m1))], images, "multiclass", 6, flips=False, path=path)[0]
+    path = choose_path(NumericRequest.of_checkpoint(ckpt["settings"]), images.shape[1:3])  # the path predict.run took
+    again = ensemble_predictions([path.model(copy.deepcopy(m1))], images, "multiclass", 6, flips=False, path=path)[0]
     if path.device == "cpu":
         assert np.array_equal(again, best)
     else:  # another process may autotune other kernels, and a near tie in bf16 logits can flip
         assert np.mean(again == best) > 0.999
-    p0 = predict.predict_probabilities(m0, images, "multiclass")
-    p1 = predict.predict_probabilities(m1, images, "multiclass")
+    p0 = predict_probabilities(m0, images, "multiclass")
+    p1 = predict_probabilities(m1, images, "multiclass")
     assert np.allclose(p1.sum(1), 1, atol=1e-5)
     averaged = ((p0 + p1) / 2).argmax(1)
-    assert np.array_equal(pseudo.ensemble_predictions([m1, m0], images, "multiclass", 6, flips=False)[0], averaged)
+    assert np.array_equal(ensemble_predictions([m1, m0], images, "multiclass", 6, flips=False)[0], averaged)
     # flip ensemble: the mean of the 4 flipped-back probabilities
-    flipped = predict.predict_probabilities(m1, images, "multiclass", flips=True)
-    manual = (p1 + predict.predict_probabilities(m1, images[:, :, ::-1], "multiclass")[..., ::-1]
-              + predict.predict_probabilities(m1, images[:, ::-1], "multiclass")[:, :, ::-1]
-              + predict.predict_probabilities(m1, images[:, ::-1, ::-1], "multiclass")[:, :, ::-1, ::-1]) / 4
+    flipped = predict_probabilities(m1, images, "multiclass", flips=True)
+    manual = (p1 + predict_probabilities(m1, images[:, :, ::-1], "multiclass")[..., ::-1]
+              + predict_probabilities(m1, images[:, ::-1], "multiclass")[:, :, ::-1]
+              + predict_probabilities(m1, images[:, ::-1, ::-1], "multiclass")[:, :, ::-1, ::-1]) / 4
     assert np.allclose(flipped, manual, atol=1e-5)
 
 
 def test_ensemble_builder_needs_checkpoints(store, teachers, tmp_path):
     with pytest.raises(InputError, match="runs the teachers: pass their --checkpoints"):
         pseudo.run(str(store), teachers["selection"], teachers["preds"], str(tmp_path / "p.zarr"),
-                   dict(PSEUDO, builder="model_ensemble"), 1)
+                   replace(PSEUDO, builder="model_ensemble"), 1)
 
 
 def test_consistency_trainer_fine_tunes_the_best_teacher(store, teachers, tmp_path):
-    settings = dict(SETTINGS, trainer="consistency", consistency_weight=1.0, lr=1e-9, steps=2, eval_every=2)
+    settings = replace(SETTINGS, trainer="consistency", options={"consistency_weight": 1.0}, lr=1e-9, steps=2,
+                       eval_every=2)
     train.run(str(store), str(tmp_path / "c.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
               init_selection=teachers["selection"], init_checkpoints=teachers["ckpts"])
     tuned = torch.load(tmp_path / "c.pt", weights_only=False)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from im_core.batchnorm import BatchNorm2d, pixel_rows
+from im_core.models.batchnorm import BatchNorm2d, pixel_rows
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TRAIN_SETTINGS
+from conftest import TRAIN_SETTINGS, replace
 
-from im_core import cct, train
-from im_core.losses import probabilities
-from im_core.models import Decoder, build_model
-from im_core.predict import load_checkpoint
+from im_core.models import build_model
+from im_core.models.checkpoints import load_checkpoint
+from im_core.models.losses import probabilities
+from im_core.models.unet1x1 import Decoder
+from im_core.steps import train
+from im_core.trainers import cct
 from test_workflow import snakemake
 
 
@@ -101,8 +103,8 @@ def test_rampup_and_decoder_counts():
 @pytest.mark.parametrize("decoders", [cct.COMPACT_DECODERS, {"vat": 1, "cutout": 1, "context_masking": 1,
                                                               "object_masking": 1}])
 def test_a_cct_checkpoint_is_a_plain_unet(store, tmp_path, decoders):
-    settings = dict(TRAIN_SETTINGS, steps=6, eval_every=3, trainer="cct",
-                    cct={"decoders": decoders, "weight": 30, "rampup": 0.1, "background_class": 0})
+    settings = replace(TRAIN_SETTINGS, steps=6, eval_every=3, trainer="cct",
+                       options={"cct": {"decoders": decoders, "weight": 30, "rampup": 0.1, "background_class": 0}})
     result = train.run(str(store), str(tmp_path / "cct.pt"), settings, progress=False)
     model, ckpt = load_checkpoint(tmp_path / "cct.pt", torch.device("cpu"))
     plain = build_model(**ckpt["model_args"])

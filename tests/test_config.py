@@ -4,9 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from im_core.config import (generation_settings, load_config_file, pseudo_settings, selection_settings, train_settings,
-                            validate_config)
-from im_core.io import InputError
+from im_core.config import generation_settings, load_config_file, pseudo_settings, selection_settings, train_settings, validate_config
+from im_core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"datasets": {"d": {"source": "demo"}}, "experiments": {"e": {"dataset": "d"}}}
@@ -68,10 +67,11 @@ def test_overrides_apply_from_their_generation_on():
     cfg = copy.deepcopy(MINIMAL)
     cfg["experiments"]["e"]["overrides"] = [{"from_generation": 2, "pseudo_labels": {"erode": 3}, "train": {"lr": 0.01}}]
     exp = validate_config(cfg)["experiments"]["e"]
-    assert [pseudo_settings(exp, g)["erode"] for g in (1, 2, 3)] == [0, 3, 3]
-    assert [train_settings(exp, g, 0)["lr"] for g in (0, 1, 2)] == [0.003, 0.003, 0.01]
+    assert [pseudo_settings(exp, g).erode for g in (1, 2, 3)] == [0, 3, 3]
+    assert [train_settings(exp, g, 0).lr for g in (0, 1, 2)] == [0.003, 0.003, 0.01]
     assert generation_settings(exp, 1)["pseudo_labels"]["erode"] == 0
-    assert selection_settings(exp, 1) == selection_settings(exp, 2) == {"metric": "miou", "top_k": 4, "dev_images": None}
+    assert selection_settings(exp, 1).to_params() == selection_settings(exp, 2).to_params() == {
+        "metric": "miou", "top_k": 4, "dev_images": None}
 
 
 def test_job_settings_do_not_depend_on_later_generations():
@@ -83,7 +83,7 @@ def test_job_settings_do_not_depend_on_later_generations():
         assert train_settings(exp, g, 1) == train_settings(base, g, 1)
         assert pseudo_settings(exp, g) == pseudo_settings(base, g)
         assert selection_settings(exp, g) == selection_settings(base, g)
-    assert train_settings(exp, 0, 1)["seed"] != train_settings(exp, 0, 2)["seed"]
+    assert train_settings(exp, 0, 1).seed != train_settings(exp, 0, 2).seed
 
 
 def test_noisy_student_settings_of_a_generation_do_not_depend_on_generations():
@@ -95,11 +95,11 @@ def test_noisy_student_settings_of_a_generation_do_not_depend_on_generations():
     for g in (1, 2, 3):
         assert train_settings(three, g, 0) == train_settings(five, g, 0)
     # the ramp ends at ramp_generations (default 3) and stays there
-    assert [train_settings(five, g, 0)["model"]["alpha"] for g in range(6)] == [0.5, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert [train_settings(five, g, 0)["pseudo_augment"]["noise"] for g in (1, 2, 3, 5)] == [5.0, 15.0, 25.0, 25.0]
+    assert [train_settings(five, g, 0).model.alpha for g in range(6)] == [0.5, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [train_settings(five, g, 0).pseudo_augment.noise for g in (1, 2, 3, 5)] == [5.0, 15.0, 25.0, 25.0]
     cfg["experiments"]["e"]["noisy_student"]["ramp_generations"] = 5
     longer = validate_config(cfg)["experiments"]["e"]
-    assert [train_settings(longer, g, 0)["model"]["alpha"] for g in (1, 3, 5)] == [0.5, 0.75, 1.0]
+    assert [train_settings(longer, g, 0).model.alpha for g in (1, 3, 5)] == [0.5, 0.75, 1.0]
 
 
 def test_comparison_with_more_generations_keeps_the_finished_ones():
@@ -129,8 +129,8 @@ def test_labeled_share_reaches_the_students_and_decides_whether_they_read_pseudo
         {"from_generation": 2, "students": {"labeled_share": 1.0}},
         {"from_generation": 3, "students": {"labeled_share": 0.0}}])
     exp = validate_config(cfg)["experiments"]["e"]
-    assert "labeled_share" not in train_settings(exp, 0, 0) and "labeled_share" not in train_settings(exp, 1, 0)
-    assert train_settings(exp, 2, 0)["labeled_share"] == 1.0 and train_settings(exp, 3, 0)["labeled_share"] == 0.0
+    assert "labeled_share" not in train_settings(exp, 0, 0).to_params() and train_settings(exp, 1, 0).labeled_share is None
+    assert train_settings(exp, 2, 0).labeled_share == 1.0 and train_settings(exp, 3, 0).labeled_share == 0.0
     assert [uses_pseudo_labels(exp, g) for g in range(4)] == [False, True, False, True]
 
 
@@ -153,8 +153,8 @@ def test_students_continuing_from_a_parent():
                                    pseudo_labels={"teachers": 2},
                                    students={"models": 2, "init": "parent", "parent": "same_index"})
     exp = validate_config(cfg)["experiments"]["e"]
-    assert "init" not in train_settings(exp, 0, 0)
-    assert {k: train_settings(exp, 1, 1)[k] for k in ("init", "parent")} == {"init": "parent", "parent": "index:1"}
+    assert train_settings(exp, 0, 0).init is None and "init" not in train_settings(exp, 0, 0).to_params()
+    assert (train_settings(exp, 1, 1).init, train_settings(exp, 1, 1).parent) == ("parent", "index:1")
     for change, message in (({"stage0": {"init": "parent"}}, "stage0.init: gen0 has no parent generation"),
                             ({"noisy_student": {"enabled": True}}, "continuing from a parent .* keeps the parent's"),
                             ({"students": {"models": 3, "init": "parent", "parent": "same_index"}},

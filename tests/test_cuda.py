@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TRAIN_SETTINGS
-from im_core import train
-from im_core.batches import Batches, TrainingTensors
-from im_core.cuda_graphs import GraphOnFirstBatch
+from conftest import TRAIN_SETTINGS, augment, replace
+from im_core.steps import train
+from im_core.data.batches import Batches, TrainingTensors
+from im_core.runtime.cuda_graphs import GraphOnFirstBatch
 from im_core.models import build_model
-from im_core.optim import make_optimizer
-from im_core.runtime import NumericPath
-from im_core.train import training_step
+from im_core.trainers.optim import make_optimizer
+from im_core.runtime.numeric_path import NumericPath
+from im_core.trainers.step import Objective, training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -24,10 +24,11 @@ def _train(model: torch.nn.Module, path: NumericPath, graphed: bool, steps: int 
     labels = rng.integers(0, 4, (40, 32, 32), dtype=np.uint8)
     labels[:, :4] = 255  # ignored pixels
     batches = iter(Batches(TrainingTensors.from_arrays(images, labels, device="cuda"), 8,
-                           {"hflip": True, "vflip": True, "scale": [0.5, 1.0]}, torch.Generator("cuda").manual_seed(0)))
-    opt, scaler = make_optimizer(model, {"lr": lr, "weight_decay": 1e-4}), path.grad_scaler()
+                           augment(hflip=True, vflip=True, scale=[0.5, 1.0]), torch.Generator("cuda").manual_seed(0)))
+    opt, scaler = make_optimizer(model, "adamw", lr=lr, weight_decay=1e-4), path.grad_scaler()
     forward = GraphOnFirstBatch(model, path.dtype) if graphed else model
-    losses = [float(training_step(forward, opt, scaler, path, *next(batches), "multiclass", 255)) for _ in range(steps)]
+    objective = Objective("multiclass", 255)
+    losses = [float(training_step(forward, opt, scaler, path, *next(batches), objective)) for _ in range(steps)]
     return losses, forward
 
 
@@ -83,7 +84,7 @@ def test_evaluation_and_other_batch_shapes_run_eagerly():
 
 def test_a_training_job_on_the_gpu_records_its_path(store, tmp_path):
     out = tmp_path / "m.pt"
-    train.run(str(store), str(out), {**TRAIN_SETTINGS, "steps": 6}, progress=False)
+    train.run(str(store), str(out), replace(TRAIN_SETTINGS, steps=6), progress=False)
     ckpt = torch.load(out, weights_only=False)
     assert ckpt["numeric_path"]["device"].startswith("cuda")
     assert ckpt["numeric_path"]["channels_last"] and ckpt["numeric_path"]["cuda_graph"]

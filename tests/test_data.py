@@ -6,9 +6,13 @@ import pytest
 from PIL import Image
 
 from im_core.config import resolve_dataset
-from im_core.data import SPLITS, prepare, read_split, training_arrays
-from im_core.sources import SUIM_PALETTE, nearest_palette_index
-from im_core.io import InputError, chunk_shape, open_store
+from im_core.data.read import read_split, training_arrays
+from im_core.data.splits import SPLITS
+from im_core.data.store import prepare
+from im_core.data.images import nearest_palette_index
+from im_core.data.suim import SUIM_PALETTE
+from im_core.errors import InputError
+from im_core.io import chunk_shape, open_store
 
 
 def _folder_cfg(path, **extra):

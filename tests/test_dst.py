@@ -8,11 +8,13 @@ import pytest
 import torch
 import yaml
 import zarr
+from conftest import pseudo_settings, replace
 
-from im_core.curriculum import assign, class_keys, sample_confidences, thresholds
-from im_core.data import dev_positions
-from im_core.losses import dynamic_loss, segmentation_loss
-from im_core.selection import best_so_far
+from im_core.builders.class_balanced import assign, class_keys, sample_confidences, thresholds
+from im_core.data.splits import dev_positions
+from im_core.models.losses import segmentation_loss
+from im_core.trainers.dynamic import dynamic_loss
+from im_core.steps.select import best_so_far
 from test_workflow import snakemake
 
 
@@ -121,14 +123,16 @@ def test_tiny_dst_cbc_rounds_through_snakemake(tmp_path):
 
 
 def test_the_agreement_filter_is_the_previous_rounds_top_n_not_the_best_so_far():
-    from im_core.pseudo import _agreement, choose_teachers
+    from im_core.builders import BUILDERS
+    from im_core.builders.class_balanced import agreement
     selection = {"ranking": ["gen2_m0", "gen2_m1"], "selected": ["gen2_m0", "gen2_m1"],
                  "best_so_far": {"model_id": "gen1_m0", "generation": 1, "score": 0.9}}
-    chosen = choose_teachers("class_balanced", selection, 2, None, 3, agreement=True)
+    settings = pseudo_settings(builder="class_balanced", teachers=2, agreement=True, ratio=0.5)
+    chosen = BUILDERS["class_balanced"].teachers(selection, settings, None, 3)
     assert chosen == ["gen1_m0", "gen2_m0", "gen2_m1"]
     preds = np.zeros((3, 1, 2, 2), np.uint8)
     preds[0] = 1                      # the best so far disagrees everywhere: it does not count
     preds[2, 0, 0, 0] = 1             # the top 2 disagree on one pixel
-    valid = _agreement(preds, "multiclass", {"agreement": True, "teachers": 2})
+    valid = agreement(preds, "multiclass", settings)
     assert valid.tolist() == [[[False, True], [True, True]]]
-    assert _agreement(preds, "multiclass", {"agreement": False, "teachers": 2}).all()
+    assert agreement(preds, "multiclass", replace(settings, agreement=False)).all()

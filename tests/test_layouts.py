@@ -11,9 +11,9 @@ import zarr
 from PIL import Image
 
 from im_core import config as imc
-from im_core.data import prepare
-from im_core.io import InputError
-from im_core.sources import name_key
+from im_core.data.store import prepare
+from im_core.errors import InputError
+from im_core.data.folder import name_key
 from test_workflow import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_store_is_the_same_whatever_the_window_and_threads(tmp_path):
 
 
 def test_demo_cells_are_seeded_grayscale_and_overlapping():
-    from im_core.synthetic_cells import make_cells
+    from im_core.data.synthetic_cells import make_cells
     images, labels = make_cells(6, 48, 3)
     again, _ = make_cells(6, 48, 3)
     assert images.shape == (6, 48, 48, 1) and labels.shape == (6, 3, 48, 48)

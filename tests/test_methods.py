@@ -4,10 +4,14 @@ import copy
 
 import pytest
 
+from conftest import augment, replace
+from conftest import train_settings as train_settings_of
+
 from im_core.config import generation_settings, load_schema, pseudo_settings, train_settings, validate_config
-from im_core.io import InputError
-from im_core.methods import METHODS, experiment_name
-from im_core.schedules import noisy_student_settings, ramp
+from im_core.errors import InputError
+from im_core.methods.comparisons import experiment_name
+from im_core.methods.presets import METHODS
+from im_core.methods.schedules import noisy_student_settings, ramp
 
 BASE = {
     "datasets": {"d": {"source": "demo"}},
@@ -41,19 +45,19 @@ def test_every_method_and_seed_becomes_an_experiment_sharing_its_start():
 def test_method_settings():
     exps = expanded()
     name = lambda m: experiment_name("d", m, 0)
-    assert train_settings(exps[name("fdt")], 0, 0)["labels"] == "all"
-    assert train_settings(exps[name("ldt")], 0, 0)["labels"] == "labeled"
-    assert train_settings(exps[name("aldt")], 0, 0)["labeled_copies"] == 9
+    assert train_settings(exps[name("fdt")], 0, 0).labels == "all"
+    assert train_settings(exps[name("ldt")], 0, 0).labels == "labeled"
+    assert train_settings(exps[name("aldt")], 0, 0).labeled_copies == 9
     # gen0 on a student-sized set (FDT, ALDT and AIM+ from it) has the students' step budget
-    assert [train_settings(exps[name(m)], 0, 0)["steps"] for m in ("ldt", "fdt", "aldt", "aim_plus")] == [100, 200, 200, 200]
-    assert train_settings(exps[name("aim_plus")], 2, 0)["labeled_copies"] == 9
-    assert pseudo_settings(exps[name("model_ensemble")], 1)["builder"] == "model_ensemble"
-    assert pseudo_settings(exps[name("input_ensemble")], 1)["builder"] == "input_ensemble"
-    assert pseudo_settings(exps[name("noisy_student")], 1)["builder"] == "best_teacher"
-    assert train_settings(exps[name("consistency")], 1, 0)["trainer"] == "consistency"
-    assert train_settings(exps[name("consistency")], 1, 0)["consistency_weight"] == 1.0
+    assert [train_settings(exps[name(m)], 0, 0).steps for m in ("ldt", "fdt", "aldt", "aim_plus")] == [100, 200, 200, 200]
+    assert train_settings(exps[name("aim_plus")], 2, 0).labeled_copies == 9
+    assert pseudo_settings(exps[name("model_ensemble")], 1).builder == "model_ensemble"
+    assert pseudo_settings(exps[name("input_ensemble")], 1).builder == "input_ensemble"
+    assert pseudo_settings(exps[name("noisy_student")], 1).builder == "best_teacher"
+    assert train_settings(exps[name("consistency")], 1, 0).trainer == "consistency"
+    assert train_settings(exps[name("consistency")], 1, 0).options["consistency_weight"] == 1.0
     # the base's override (students train 200 steps) holds for every method
-    assert train_settings(exps[name("im")], 1, 0)["steps"] == 200
+    assert train_settings(exps[name("im")], 1, 0).steps == 200
     # same seed, same gen0: the self-training methods and their start train identical gen0 models
     assert train_settings(exps[name("ldt")], 0, 1) == train_settings(exps[name("im")], 0, 1)
 
@@ -62,22 +66,22 @@ def test_noisy_student_widens_and_noises_students_per_generation():
     exps = expanded()
     ns = exps[experiment_name("d", "im_plus", 0)]
     gen0, gen1, gen2 = (train_settings(ns, g, 0) for g in range(3))
-    assert gen0["model"]["alpha"] == 0.5 and gen0["augment"]["noise"] == 0 and "pseudo_augment" not in gen0
-    assert gen1["model"]["alpha"] == 0.5 and gen1["pseudo_augment"]["noise"] == 5.0 and gen1["augment"]["noise"] == 0
-    assert gen2["model"]["alpha"] == 1.0 and gen2["pseudo_augment"]["noise"] == 25.0 and gen2["pseudo_augment"]["blur"] == 3.0
+    assert gen0.model.alpha == 0.5 and gen0.augment.noise == 0 and gen0.pseudo_augment is None
+    assert gen1.model.alpha == 0.5 and gen1.pseudo_augment.noise == 5.0 and gen1.augment.noise == 0
+    assert gen2.model.alpha == 1.0 and gen2.pseudo_augment.noise == 25.0 and gen2.pseudo_augment.blur == 3.0
     plain = train_settings(exps[experiment_name("d", "im", 0)], 2, 0)
-    assert plain["model"]["alpha"] == 0.5 and plain["augment"]["noise"] == 0
+    assert plain.model.alpha == 0.5 and plain.augment.noise == 0
 
 
 def test_ramp_and_schedule_are_linear_between_first_and_last_generation():
     assert ramp([1, 2], 1, 5) == 1 and ramp([1, 2], 3, 5) == 1.5 and ramp([1, 2], 5, 5) == 2
     assert ramp([1, 2], 1, 1) == 2  # a single generation gets the full strength
-    train = {"model": {"alpha": 1.0}, "augment": {"noise": 30}}
+    train = train_settings_of(model={"alpha": 1.0, "dropout": 0.0}, augment=augment(noise=30).to_params())
     out = noisy_student_settings(train, {"width": [1, 2], "blur": [0, 3], "noise": [5, 25], "contrast": [0.1, 0.5],
                                          "brightness": [5, 25]}, 2, 3)
-    assert out["model"]["alpha"] == 1.5 and out["pseudo_augment"]["noise"] == 30  # a stronger configured noise stays
-    assert out["pseudo_augment"]["blur"] == 1.5 and out["augment"] == train["augment"]  # ground truth: unchanged
-    assert train["model"]["alpha"] == 1.0  # input not modified
+    assert out.model.alpha == 1.5 and out.pseudo_augment.noise == 30  # a stronger configured noise stays
+    assert out.pseudo_augment.blur == 1.5 and out.augment == train.augment  # ground truth: unchanged
+    assert train.model.alpha == 1.0  # input not modified
 
 
 def test_methods_subset_still_builds_their_start():
@@ -96,11 +100,11 @@ def test_variants_are_rows_of_a_method_with_changed_settings_for_every_seed():
     for seed in (0, 1):
         variant = exps[experiment_name("d", "im_class", seed)]
         assert variant["start_from"] == experiment_name("d", "ldt", seed) and variant["generations"] == 2
-        assert pseudo_settings(variant, 1) == dict(pseudo_settings(exps[experiment_name("d", "im", seed)], 1),
-                                                   label_mode="im_class", dilate=3)
+        assert pseudo_settings(variant, 1) == replace(pseudo_settings(exps[experiment_name("d", "im", seed)], 1),
+                                                      label_mode="im_class", dilate=3)
         wide = exps[experiment_name("d", "aim_wide", seed)]
         assert wide["start_from"] == experiment_name("d", "aldt", seed)  # its method's start is built too
-        assert train_settings(wide, 2, 0)["model"]["alpha"] == 1.5 and train_settings(wide, 2, 0)["labeled_copies"] == 9
+        assert train_settings(wide, 2, 0).model.alpha == 1.5 and train_settings(wide, 2, 0).labeled_copies == 9
     assert experiment_name("d", "aim_plus", 0) not in exps  # only the start of a variant's method, not the method
 
 

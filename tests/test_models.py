@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from im_core.io import atomic_output
-from im_core.losses import discretize, output_channels, segmentation_loss
+from im_core.models.losses import discretize, output_channels, segmentation_loss
 from im_core.models import build_model, count_parameters
-from im_core.optim import lr_at
+from im_core.trainers.optim import lr_at
 
 
 @pytest.mark.parametrize("alpha, expected", [(1.0, 0.68e6), (2.0, 2.72e6), (0.5, 0.17e6)])
@@ -57,14 +57,14 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_optimizer_is_adamw_or_sgd_with_momentum():
-    from im_core.optim import make_optimizer
+    from im_core.trainers.optim import make_optimizer
     model = torch.nn.Conv2d(3, 2, 1)
-    adamw = make_optimizer(model, {"lr": 0.003, "weight_decay": 1e-4})
-    sgd = make_optimizer(model, {"lr": 0.01, "weight_decay": 5e-4, "optimizer": "sgd", "momentum": 0.9})
+    adamw = make_optimizer(model, "adamw", lr=0.003, weight_decay=1e-4)
+    sgd = make_optimizer(model, "sgd", lr=0.01, weight_decay=5e-4, momentum=0.9)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 1e-4
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ValueError, match="optimizer"):
-        make_optimizer(model, {"lr": 0.01, "weight_decay": 0, "optimizer": "adam"})
+        make_optimizer(model, "adam", lr=0.01, weight_decay=0)
 
 
 def test_failed_write_leaves_no_output(tmp_path):

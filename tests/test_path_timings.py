@@ -7,31 +7,37 @@ import pytest
 import torch
 from conftest import TRAIN_SETTINGS
 
-from im_core import path_timings, train
-from im_core.io import InputError, write_json
-from im_core.runtime import MEASURED_MARGIN, NumericPath, choose_path, faster_measured
+from im_core.errors import InputError
+from im_core.io import write_json
+from im_core.runtime import path_timings
+from im_core.runtime.numeric_path import MEASURED_MARGIN, NumericPath, choose_path, faster_measured
+from im_core.settings import NumericRequest
+from im_core.steps import time_paths, train
+
+AUTO = NumericRequest()
 
 RULE = NumericPath("cpu", "fp32", False)
 
 
 def test_a_measured_path_replaces_the_rule_only_beyond_the_margin():
     near_tie = {("fp32", False): 100.0, ("fp32", True): 100.0 * MEASURED_MARGIN - 1}
-    assert faster_measured(RULE, {}, near_tie) == RULE
+    assert faster_measured(RULE, AUTO, near_tie) == RULE
     faster = {("fp32", False): 100.0, ("fp32", True): 100.0 * MEASURED_MARGIN}
-    assert faster_measured(RULE, {}, faster) == NumericPath("cpu", "fp32", True)
+    assert faster_measured(RULE, AUTO, faster) == NumericPath("cpu", "fp32", True)
     # a slower alternative, or a rule's path that was not timed, keeps the rule
-    assert faster_measured(RULE, {}, {("fp32", False): 100.0, ("fp32", True): 50.0}) == RULE
-    assert faster_measured(RULE, {}, {("fp32", True): 500.0}) == RULE
+    assert faster_measured(RULE, AUTO, {("fp32", False): 100.0, ("fp32", True): 50.0}) == RULE
+    assert faster_measured(RULE, AUTO, {("fp32", True): 500.0}) == RULE
 
 
 def test_explicit_settings_limit_the_measured_choice():
     rates = {("fp32", False): 100.0, ("fp32", True): 150.0, ("bf16", False): 120.0, ("bf16", True): 400.0}
-    assert faster_measured(RULE, {}, rates) == NumericPath("cpu", "bf16", True)
-    assert faster_measured(RULE, {"precision": "fp32"}, rates) == NumericPath("cpu", "fp32", True)
-    assert faster_measured(RULE, {"channels_last": False}, rates) == NumericPath("cpu", "bf16", False)
-    assert faster_measured(RULE, {"precision": "fp32", "channels_last": False}, rates) == RULE
+    assert faster_measured(RULE, AUTO, rates) == NumericPath("cpu", "bf16", True)
+    assert faster_measured(RULE, NumericRequest(precision="fp32"), rates) == NumericPath("cpu", "fp32", True)
+    assert faster_measured(RULE, NumericRequest(channels_last=False), rates) == NumericPath("cpu", "bf16", False)
+    assert faster_measured(RULE, NumericRequest(precision="fp32", channels_last=False), rates) == RULE
     # choose_path applies it on CPUs only, to what the rule settled
-    cpu = choose_path({"precision": "fp32", "channels_last": False}, (32, 32), torch.device("cpu"), measured=rates)
+    cpu = choose_path(NumericRequest(precision="fp32", channels_last=False), (32, 32), torch.device("cpu"),
+                      measured=rates)
     assert cpu == RULE
 
 
@@ -60,9 +66,9 @@ def test_candidates_leave_out_emulated_bf16():
 
 def test_the_timing_job_times_each_candidate_and_training_follows_its_file(store, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU paths (a GPU job times nothing)
-    monkeypatch.setattr(path_timings, "ROUNDS", 2)
-    monkeypatch.setattr(path_timings, "SECONDS_PER_ROUND", 0.01)
-    result = path_timings.run(str(store), str(tmp_path / "timings.json"), alpha=0.25, batch_size=4)
+    monkeypatch.setattr(time_paths, "ROUNDS", 2)
+    monkeypatch.setattr(time_paths, "SECONDS_PER_ROUND", 0.01)
+    result = time_paths.run(str(store), str(tmp_path / "timings.json"), alpha=0.25, batch_size=4)
     record = json.loads((tmp_path / "timings.json").read_text())
     assert record["machine"] == path_timings.machine() and record["image_size"] == [16, 16]
     assert len(record["rates"]) == len(result["rates"]) >= 2
@@ -72,7 +78,7 @@ def test_the_timing_job_times_each_candidate_and_training_follows_its_file(store
     rates = [{"precision": p, "channels_last": cl, "median": 300.0 if (p, cl) == ("fp32", False) else 100.0}
              for p in ("fp32", "bf16") for cl in (False, True)]
     write_json(tmp_path / "fast_fp32.json", dict(record, rates=rates))
-    summary = train.run(str(store), str(tmp_path / "model.pt"), dict(TRAIN_SETTINGS), progress=False,
+    summary = train.run(str(store), str(tmp_path / "model.pt"), TRAIN_SETTINGS, progress=False,
                         path_timings=str(tmp_path / "fast_fp32.json"))
     ckpt = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=False)
     assert (ckpt["numeric_path"]["precision"], ckpt["numeric_path"]["channels_last"]) == ("fp32", False)

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from im_core.pseudo import (build_pseudo_labels, class_presence_disagreement, inconsistency_mask,
-                            majority_vote, morph_mask)
+from im_core.builders.im import build_pseudo_labels, class_presence_disagreement, inconsistency_mask, majority_vote, morph_mask
 
 IGNORE = 255
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import TRAIN_SETTINGS
+from conftest import train_params
 
 from im_core import io
 
@@ -79,7 +79,7 @@ def test_an_unexpected_error_goes_to_the_log_with_the_step_and_file(store, tmp_p
 
 def test_sigterm_during_training_leaves_no_partial_output(store, tmp_path):
     out = tmp_path / "m.pt"
-    settings = dict(TRAIN_SETTINGS, steps=100000, eval_every=5)
+    settings = train_params(steps=100000, eval_every=5)
     log = tmp_path / "train.log"
     proc = _cli("train", "--data", str(store), "--settings", json.dumps(settings), "--out", str(out),
                 "--log", str(log), "--no-progress")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from im_core import segment
-from im_core.io import InputError
+from im_core.steps import segment
+from im_core.errors import InputError
 from im_core.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

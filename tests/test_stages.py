@@ -9,14 +9,17 @@ import pytest
 import torch
 import yaml
 
+from conftest import pseudo_settings
+
 from im_core import config as imc
-from im_core.data import dev_positions
-from im_core.mean_teacher import MeanTeacher
+from im_core.data.splits import dev_positions
+from im_core.trainers.mean_teacher import MeanTeacher
 from im_core.models import build_model
-from im_core.pseudo import choose_teachers, label_erase
-from im_core.io import InputError
-from im_core.stages import ModelPlan, beam_models, draw_paths, longest_run, parent_id, path_letter, plan_model
-from im_core.train import lineage
+from im_core.builders.one_model import label_erase
+from im_core.builders import BUILDERS
+from im_core.errors import InputError
+from im_core.methods.stages import ModelPlan, beam_models, draw_paths, longest_run, parent_id, path_letter, plan_model
+from im_core.methods.stages import lineage
 from test_workflow import snakemake
 
 STUDENTS = {"search": "none", "trainer": "supervised", "init": "scratch", "parent": "best", "labeled_share": None,
@@ -44,30 +47,31 @@ def test_longest_run_and_letters():
 def test_gist_beam_plans_an_l_and_a_p_child_per_beam_member():
     beam = dict(STUDENTS, search="beam")
     assert beam_models(1, 2, 4) == 2 and beam_models(2, 2, 2) == 4 and beam_models(3, 3, 2) == 4
-    gen1 = [plan_model(beam, "parent", 1, i, 6, 0) for i in range(2)]
+    gen1 = [plan_model(beam, BUILDERS["parent"], 1, i, 6, 0) for i in range(2)]
     assert gen1 == [ModelPlan("rank:0", 1.0, None), ModelPlan("rank:0", 0.0, "parent")]
-    gen2 = [plan_model(beam, "parent", 2, i, 6, 0) for i in range(4)]
+    gen2 = [plan_model(beam, BUILDERS["parent"], 2, i, 6, 0) for i in range(4)]
     assert [p.parent for p in gen2] == ["rank:0", "rank:0", "rank:1", "rank:1"]
     assert [p.letter for p in gen2] == ["L", "P", "L", "P"]
-    assert plan_model(beam, "im", 2, 1, 6, 0).pseudo == "generation"  # gist_im: the previous stage's IM
+    assert plan_model(beam, BUILDERS["im"], 2, 1, 6, 0).pseudo == "generation"  # gist_im: the previous stage's IM
 
 
 def test_rist_plans_follow_their_paths_and_continue_their_own_model():
     rist = dict(STUDENTS, search="random", paths=3)
     paths = draw_paths(5, 3, 6, 4)
     for g in range(1, 7):
-        plans = [plan_model(rist, "parent", g, i, 6, 5) for i in range(3)]
+        plans = [plan_model(rist, BUILDERS["parent"], g, i, 6, 5) for i in range(3)]
         assert [p.letter for p in plans] == [path[g - 1] for path in paths]
         assert [p.parent for p in plans] == (["rank:0"] * 3 if g == 1 else [f"index:{i}" for i in range(3)])
         assert all((p.pseudo == "parent") == (p.letter == "P") for p in plans)
 
 
 def test_plans_of_the_existing_shapes():
-    assert plan_model(STUDENTS, "im", 1, 0, 3, 0) == ModelPlan(None, None, "generation")  # IM students
+    assert plan_model(STUDENTS, BUILDERS["im"], 1, 0, 3, 0) == ModelPlan(None, None, "generation")  # IM students
     fist = dict(STUDENTS, init="parent", labeled_share=0.5)
-    assert plan_model(fist, "parent", 3, 0, 6, 0) == ModelPlan("rank:0", 0.5, "parent")
-    assert plan_model(dict(STUDENTS, trainer="consistency"), "none", 1, 0, 3, 0) == ModelPlan("rank:0", None, None)
-    assert plan_model(dict(STUDENTS, init="parent", parent="same_index"), "im", 2, 1, 3, 0).parent == "index:1"
+    assert plan_model(fist, BUILDERS["parent"], 3, 0, 6, 0) == ModelPlan("rank:0", 0.5, "parent")
+    assert plan_model(dict(STUDENTS, trainer="consistency"), BUILDERS["none"], 1, 0, 3, 0,
+                      continues_parent=True) == ModelPlan("rank:0", None, None)
+    assert plan_model(dict(STUDENTS, init="parent", parent="same_index"), BUILDERS["im"], 2, 1, 3, 0).parent == "index:1"
 
 
 def test_parent_ids_by_rank_and_by_index():
@@ -78,18 +82,18 @@ def test_parent_ids_by_rank_and_by_index():
     assert parent_id("index:1", selection, 2) == "gen1_m1" and parent_id("best_so_far", selection, 2) == "gen0_m1"
     with pytest.raises(ValueError, match="ranks only 3"):
         parent_id("rank:3", selection, 2)
-    assert choose_teachers("parent", selection, 3, "rank:1", 2) == ["gen1_m0"]
-    assert choose_teachers("im", selection, 2, None, 2) == ["gen1_m2", "gen1_m0"]
+    assert BUILDERS["parent"].teachers(selection, pseudo_settings(builder="parent"), "rank:1", 2) == ["gen1_m0"]
+    assert BUILDERS["im"].teachers(selection, pseudo_settings(teachers=2), None, 2) == ["gen1_m2", "gen1_m0"]
     with pytest.raises(InputError, match="--parent"):
-        choose_teachers("parent", selection, 3, None, 2)
+        BUILDERS["parent"].teachers(selection, pseudo_settings(builder="parent"), None, 2)
 
 
 def test_lineage_path_is_the_parents_plus_this_stage():
     parent = {"model_id": "gen2_m1", "checkpoint": "x.pt", "path": "LP"}
-    assert lineage(3, parent, {"labeled_share": 0.0}, "p.zarr")["path"] == "LPP"
-    assert lineage(3, parent, {"labeled_share": 1.0}, None)["path"] == "LPL"
-    assert lineage(3, parent, {"labeled_share": 0.5}, "p.zarr")["label_source"] == "L:0.5+P:0.5"
-    assert lineage(1, None, {}, "p.zarr")["path"] == "M" and lineage(0, None, {}, None)["path"] == ""
+    assert lineage(3, parent, "p.zarr", labeled_share=0.0)["path"] == "LPP"
+    assert lineage(3, parent, None, labeled_share=1.0)["path"] == "LPL"
+    assert lineage(3, parent, "p.zarr", labeled_share=0.5)["label_source"] == "L:0.5+P:0.5"
+    assert lineage(1, None, "p.zarr")["path"] == "M" and lineage(0, None, None)["path"] == ""
 
 
 def test_label_erase_ignores_pixels_below_the_confidence():
@@ -104,7 +108,7 @@ def test_label_erase_ignores_pixels_below_the_confidence():
 
 
 def test_temperature_softens_the_confidence_label_erase_sees():
-    from im_core.pseudo import tempered_prediction
+    from im_core.builders.one_model import tempered_prediction
     torch.manual_seed(0)
     model = build_model(3, 3, alpha=0.25).eval()
     images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
@@ -157,7 +161,7 @@ def test_config_checks_of_the_vocabulary():
     cfg = _config(ok={"students": {"search": "beam"}, "pseudo_labels": {"builder": "parent", "label_erase": 0.8}})
     exp = imc.validate_config(cfg)["experiments"]["ok"]
     assert imc.models_in_generation(exp, 1) == 2 and imc.models_in_generation(exp, 2) == 4
-    assert imc.train_settings(exp, 2, 3)["parent"] == "rank:1" and imc.train_settings(exp, 2, 3)["labeled_share"] == 0
+    assert imc.train_settings(exp, 2, 3).parent == "rank:1" and imc.train_settings(exp, 2, 3).labeled_share == 0
     assert not imc.uses_pseudo_labels(exp, 2)  # every P child has its own store
     bad = {
         "scratch_parent": ({"pseudo_labels": {"builder": "parent"}}, "start from scratch"),
@@ -227,7 +231,7 @@ def test_tiny_rist_follows_its_drawn_paths(staged):
     for i, path in enumerate(paths):
         assert gen2.loc[f"gen2_m{i}", "path"] == path
         assert gen2.loc[f"gen2_m{i}", "parent"] == f"gen1_m{i}"
-    assert imc.train_settings(exp, 2, 0)["feature_consistency"]["ema_decay"] == 0.99
+    assert imc.train_settings(exp, 2, 0).feature_consistency.ema_decay == 0.99
 
 
 @pytest.mark.slow

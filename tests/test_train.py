@@ -1,28 +1,30 @@
 import pytest
 import torch
-from conftest import TRAIN_SETTINGS
+from conftest import TRAIN_SETTINGS, pseudo_settings, replace, selection_settings, train_settings
 
-from im_core import predict, pseudo, resume, selection, train
 from im_core.io import open_store, write_json
+from im_core.methods.stages import lineage
+from im_core.runtime import resume
+from im_core.settings import FeatureConsistency
+from im_core.steps import predict, pseudo, select, train
 
 # repeatable to the bit: on a CPU as they are, on a GPU with deterministic algorithms
-SETTINGS = dict(TRAIN_SETTINGS, deterministic=True) if torch.cuda.is_available() else TRAIN_SETTINGS
+SETTINGS = replace(TRAIN_SETTINGS, deterministic=True) if torch.cuda.is_available() else TRAIN_SETTINGS
 
 
 @pytest.mark.parametrize("label_mode, extra", [("ignore", 0), ("im_class", 1)])
 def test_students_train_on_im_pseudo_labels(store, tmp_path, label_mode, extra):
     preds = []
     for i in range(2):
-        train.run(str(store), str(tmp_path / f"t{i}.pt"), dict(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
+        train.run(str(store), str(tmp_path / f"t{i}.pt"), replace(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
         predict.run(str(tmp_path / f"t{i}.pt"), str(store), str(tmp_path / f"p{i}.zarr"), ["val", "test", "unlabeled"])
         preds.append(str(tmp_path / f"p{i}.zarr"))
     write_json(tmp_path / "s0.json", {"model_id": "gen0_m0", "val": {"miou": 0.5}})
     write_json(tmp_path / "s1.json", {"model_id": "gen0_m1", "val": {"miou": 0.6}})
-    sel = selection.run([str(tmp_path / "s0.json"), str(tmp_path / "s1.json")], str(tmp_path / "sel.json"),
-                        {"metric": "miou", "top_k": 2}, 0)
+    sel = select.run([str(tmp_path / "s0.json"), str(tmp_path / "s1.json")], str(tmp_path / "sel.json"),
+                     selection_settings(top_k=2), 0)
     assert sel["ranking"] == ["gen0_m1", "gen0_m0"]
-    settings = {"builder": "im", "teachers": 2, "block_input": True, "block_output": True, "label_mode": label_mode,
-                "erode": 0, "dilate": 0, "filter_class_disagreement": False}
+    settings = pseudo_settings(teachers=2, label_mode=label_mode)
     pseudo.run(str(store), str(tmp_path / "sel.json"), preds, str(tmp_path / "pseudo.zarr"), settings, 1)
     pl = open_store(tmp_path / "pseudo.zarr")
     assert pl.attrs["teachers"] == ["gen0_m1", "gen0_m0"] and pl.attrs["label_mode"] == label_mode
@@ -63,18 +65,18 @@ def _interrupt_after_saves(monkeypatch, saves: int) -> None:
 
 @pytest.mark.parametrize("trainer", ["supervised", "consistency", "parent_with_mean_teacher"])
 def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeypatch, trainer):
-    settings = dict(SETTINGS, steps=12, eval_every=3, model=dict(SETTINGS["model"], dropout=0.2),
-                    augment=dict(SETTINGS["augment"], noise=5.0, blur=1.0))
+    settings = replace(SETTINGS, steps=12, eval_every=3, model=replace(SETTINGS.model, dropout=0.2),
+                       augment=replace(SETTINGS.augment, noise=5.0, blur=1.0))
     init = {}
     if trainer != "supervised":
         train.run(str(store), str(tmp_path / "start.pt"), SETTINGS, model_id="gen0_m0", progress=False)
         write_json(tmp_path / "sel.json", {"ranking": ["gen0_m0"], "selected": ["gen0_m0"]})
         init = {"init_selection": str(tmp_path / "sel.json"), "init_checkpoints": [str(tmp_path / "start.pt")]}
     if trainer == "consistency":
-        settings.update(trainer="consistency", consistency_weight=1.0)
+        settings = replace(settings, trainer="consistency", options={"consistency_weight": 1.0})
     elif trainer == "parent_with_mean_teacher":  # the EMA teacher's weights are part of the state
-        settings.update(init="parent", parent="rank:0", feature_consistency={
-            "feature_consistency": 1.0, "ema_decay": 0.9, "feature_dropout": 0.5})
+        settings = replace(settings, init="parent", parent="rank:0",
+                           feature_consistency=FeatureConsistency(1.0, 0.9, 0.5))
     whole = train.run(str(store), str(tmp_path / "whole.pt"), settings, progress=False, **init)
     out = tmp_path / "resumed.pt"
     with monkeypatch.context() as m:
@@ -92,17 +94,17 @@ def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeyp
 
 def test_a_resume_state_of_other_settings_is_not_used(store, tmp_path, monkeypatch):
     out = tmp_path / "m.pt"
-    settings = dict(SETTINGS, steps=6, eval_every=3)
+    settings = replace(SETTINGS, steps=6, eval_every=3)
     with monkeypatch.context() as m:
         _interrupt_after_saves(m, 1)
         with pytest.raises(Interrupted):
             train.run(str(store), str(out), settings, progress=False)
-    result = train.run(str(store), str(out), dict(settings, lr=0.001), progress=False)
+    result = train.run(str(store), str(out), replace(settings, lr=0.001), progress=False)
     assert result["resumed_at"] == [] and not resume.resume_path(out).exists()
 
 
 def test_checkpoint_is_chosen_by_the_selection_metric(store, tmp_path):
-    settings = dict(SETTINGS, steps=12, eval_every=2, select_metric="miou_per_image")
+    settings = replace(SETTINGS, steps=12, eval_every=2, select_metric="miou_per_image")
     train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
     per_image = [h["val_miou_per_image"] for h in ckpt["history"]]
@@ -111,10 +113,11 @@ def test_checkpoint_is_chosen_by_the_selection_metric(store, tmp_path):
 
 
 def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(store, tmp_path):
-    train.run(str(store), str(tmp_path / "start.pt"), dict(SETTINGS, steps=12), model_id="gen0_m0", progress=False)
+    train.run(str(store), str(tmp_path / "start.pt"), replace(SETTINGS, steps=12), model_id="gen0_m0", progress=False)
     write_json(tmp_path / "sel.json", {"ranking": ["gen0_m0"], "selected": ["gen0_m0"]})
     # a learning rate that wrecks the model: the fine-tune must not end worse than it began
-    settings = dict(SETTINGS, steps=4, eval_every=2, lr=5.0, trainer="consistency", consistency_weight=1.0)
+    settings = replace(SETTINGS, steps=4, eval_every=2, lr=5.0, trainer="consistency",
+                       options={"consistency_weight": 1.0})
     train.run(str(store), str(tmp_path / "ft.pt"), settings, progress=False,
               init_selection=str(tmp_path / "sel.json"), init_checkpoints=[str(tmp_path / "start.pt")])
     start, ft = (torch.load(tmp_path / p, weights_only=False) for p in ("start.pt", "ft.pt"))
@@ -136,33 +139,33 @@ def test_a_finished_model_removed_by_an_interrupted_snakemake_is_restored_not_re
     assert again == first
     assert all(torch.equal(weights[k], v) for k, v in torch.load(out, weights_only=False)["state_dict"].items())
     out.unlink()
-    other = train.run(str(store), str(out), dict(SETTINGS, lr=0.001), progress=False)
+    other = train.run(str(store), str(out), replace(SETTINGS, lr=0.001), progress=False)
     assert other != first  # other settings: trained, not restored
 
 
 def test_training_with_sgd_and_a_poly_schedule(store, tmp_path):
-    settings = dict(SETTINGS, optimizer="sgd", momentum=0.9, schedule="poly", poly_power=0.9, lr=0.01, steps=6)
+    settings = replace(SETTINGS, optimizer="sgd", momentum=0.9, schedule="poly", poly_power=0.9, lr=0.01, steps=6)
     result = train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
     assert 0 <= result["best_val_miou"] <= 1 and ckpt["settings"]["optimizer"] == "sgd"
-    train.run(str(store), str(tmp_path / "a.pt"), dict(settings, optimizer="adamw", schedule="cosine"), progress=False)
+    train.run(str(store), str(tmp_path / "a.pt"), replace(settings, optimizer="adamw", schedule="cosine"), progress=False)
     other = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
     assert any(not torch.equal(other[k], v) for k, v in ckpt["state_dict"].items())  # the optimizer was used
 
 
 def test_lineage_names_the_label_source():
-    sources = {share: train.lineage(1, None, {"labeled_share": share}, "pseudo.zarr")["label_source"]
+    sources = {share: lineage(1, None, "pseudo.zarr", labeled_share=share)["label_source"]
                for share in (None, 0.0, 0.25, 1.0)}
     assert sources == {None: "L+P", 0.0: "P", 0.25: "L:0.25+P:0.75", 1.0: "L"}
-    assert train.lineage(0, None, {"labels": "all"}, None)["label_source"] == "L (all)"
+    assert lineage(0, None, None, labels="all")["label_source"] == "L (all)"
 
 
 @pytest.mark.parametrize("rule, parent_id", [("best", "gen0_m1"), ("same_index", "gen0_m0")])
 def test_a_student_continues_from_its_parent(store, tmp_path, rule, parent_id):
     for i in range(2):
-        train.run(str(store), str(tmp_path / f"p{i}.pt"), dict(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
+        train.run(str(store), str(tmp_path / f"p{i}.pt"), replace(SETTINGS, seed=i), model_id=f"gen0_m{i}", progress=False)
     write_json(tmp_path / "sel.json", {"ranking": ["gen0_m1", "gen0_m0"], "selected": ["gen0_m1", "gen0_m0"]})
-    settings = dict(SETTINGS, init="parent", parent=rule, lr=1e-12, steps=1, eval_every=1, warmup_fraction=0.0)
+    settings = replace(SETTINGS, init="parent", parent=rule, lr=1e-12, steps=1, eval_every=1, warmup_fraction=0.0)
     train.run(str(store), str(tmp_path / "s.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
               init_selection=str(tmp_path / "sel.json"),
               init_checkpoints=[str(tmp_path / "p0.pt"), str(tmp_path / "p1.pt")])
@@ -176,7 +179,7 @@ def test_a_student_continues_from_its_parent(store, tmp_path, rule, parent_id):
 def test_a_failed_cuda_graph_recording_trains_eagerly_and_says_so(store, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from im_core import cuda_graphs
+    from im_core.runtime import cuda_graphs
     choose = train.choose_path
     monkeypatch.setattr(train, "choose_path", lambda *a, **k: replace(choose(*a, **k), cuda_graph=True))
     tried = []
@@ -185,5 +188,5 @@ def test_a_failed_cuda_graph_recording_trains_eagerly_and_says_so(store, tmp_pat
     ckpt = torch.load(tmp_path / "eager.pt", weights_only=False)
     assert len(tried) == 1 and ckpt["numeric_path"]["cuda_graph"] is False  # tried once, at the first batch
     monkeypatch.setattr(train, "choose_path", choose)
-    plain = train.run(str(store), str(tmp_path / "plain.pt"), dict(SETTINGS, cuda_graphs=False), progress=False)
+    plain = train.run(str(store), str(tmp_path / "plain.pt"), replace(SETTINGS, cuda_graphs=False), progress=False)
     assert eager["best_val_miou"] == plain["best_val_miou"]  # the same eager run

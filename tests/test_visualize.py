@@ -4,10 +4,10 @@ from PIL import Image
 
 from im_core.cli import main as cli
 from im_core.config import resolve_dataset
-from im_core.data import prepare
-from im_core.sources import nearest_palette_index
+from im_core.data.store import prepare
+from im_core.data.images import nearest_palette_index
 from im_core.io import atomic_output, open_store, write_array
-from im_core.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, plot_paths, preview_montage
+from im_core.steps.visualize import IM_GREY, UNKNOWN_WHITE, colorize, plot_generations, plot_paths, preview_montage
 
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]]
 

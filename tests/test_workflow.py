@@ -183,35 +183,3 @@ def test_default_target_builds_previews_and_plots_and_the_report_builds(tiny_run
     assert len(html) > 100_000
     for name in ("preview.png", "generations.png", "experiments.png", "metrics.csv", "Pseudo-labels"):
         assert name in html, name
-
-
-def im_core_imports(module: str) -> set[str]:
-    """The im_core modules `module` imports, at the top or inside functions."""
-    import ast
-    tree = ast.parse((REPO / "im_core" / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update([node.module] if node.module else [alias.name for alias in node.names])
-    return found
-
-
-def test_every_step_code_version_covers_the_modules_it_runs():
-    """A job reruns when a module its step runs changes only if STEP_MODULES lists that module:
-    each step's list (its first entry the step's module) must hold everything that module
-    imports, directly or not. The modules that build a data store from its source reach the
-    other steps only through the store, which is an input of their jobs."""
-    import ast
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    start = text.index("STEP_MODULES = {")
-    step_modules = ast.literal_eval(text[text.index("{", start):text.index("\n}", start) + 2])
-    for step, listed in step_modules.items():
-        needed, todo = set(), [listed[0]]
-        while todo:
-            module = todo.pop()
-            if module not in needed:
-                needed.add(module)
-                todo.extend(im_core_imports(module))
-        if step != "prepare":
-            needed -= {"sources", "synthetic", "synthetic_cells"}
-        assert needed <= set(listed), f"STEP_MODULES[{step!r}] lacks {sorted(needed - set(listed))}"

@@ -1,16 +1,16 @@
 # Config validation, per-job settings and the helpers the rules share.
-import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
-from im_core.io import InputError
+from im_core.builders import builder as builder_named
+from im_core.code_versions import code_version
+from im_core.errors import InputError
 import im_core.config as imc
-import im_core.methods as imm
+import im_core.methods.comparisons as imm
 
 try:
     CONFIG = imc.validate_config(config, where="config")
@@ -54,31 +54,9 @@ wildcard_constraints:
     idx=r"\d+",
 
 
-# A step's code version is a hash of the im_core modules it runs. It is one of the job's params,
-# so editing a module reruns the jobs of the steps that use it (Snakemake's params trigger).
-STEP_MODULES = {
-    "prepare": ["data", "sources", "synthetic", "synthetic_cells", "io"],
-    "train": ["train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages", "runtime", "data", "models",
-              "batchnorm", "losses", "metrics", "predict", "path_timings", "cuda_graphs", "io"],
-    "time_paths": ["path_timings", "train", "optim", "resume", "batches", "augment", "mean_teacher", "cct", "stages",
-                   "runtime", "data", "models", "batchnorm", "losses", "metrics", "predict", "cuda_graphs", "io"],
-    "predict": ["predict", "runtime", "data", "models", "batchnorm", "losses", "io"],
-    "score": ["evaluate", "metrics", "data", "io"],
-    "select": ["selection", "io"],
-    "pseudo": ["pseudo", "curriculum", "stages", "predict", "runtime", "models", "batchnorm", "losses", "data", "io"],
-    "compare": ["compare", "methods", "io"],
-    "metrics": ["evaluate", "metrics", "data", "io"],
-    "visualize": ["visualize", "io"],
-    "segment": ["segment", "predict", "runtime", "models", "batchnorm", "losses", "data", "sources", "io"],
-}
-
-
-def code_version(step):
-    digest = hashlib.sha256()
-    for module in STEP_MODULES[step]:
-        with open(os.path.join(workflow.basedir, "im_core", f"{module}.py"), "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()[:16]
+# A step's code version (im_core/code_versions.py: the modules its command imports, and the
+# versions recorded for them) is one of its jobs' params, so a change of the code a step runs
+# reruns that step's jobs (Snakemake's params trigger), and nothing else.
 
 
 def experiment(w):
@@ -117,7 +95,8 @@ def selection_file(exp, gen):
 
 
 def builder(w):
-    return imc.pseudo_settings(experiment(w), int(w.gen))["builder"]
+    """The pseudo-label builder of a job's generation (builders/)."""
+    return builder_named(imc.pseudo_settings(experiment(w), int(w.gen)).builder)
 
 
 def data_store(w):
@@ -218,10 +197,10 @@ def train_inputs(w):
     timings = path_timings_file(experiment(w)["dataset"], settings)
     if timings:
         inputs["path_timings"] = timings
-    if int(w.gen) > 0 and "parent" in settings:
+    if int(w.gen) > 0 and settings.parent:
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
         # the best so far may be any earlier generation's model
-        earlier = range(int(w.gen)) if settings["parent"] == "best_so_far" else [int(w.gen) - 1]
+        earlier = range(int(w.gen)) if settings.parent == "best_so_far" else [int(w.gen) - 1]
         inputs["init_checkpoints"] = [f for g in earlier for f in model_files(w.exp, g, "model.pt")]
     return inputs
 
@@ -232,9 +211,9 @@ def path_timings_file(dataset, settings):
     GPUs, with both set, or with compute.time_numeric_paths off."""
     if GPU_PER_JOB or not COMPUTE["time_numeric_paths"]:
         return None
-    if settings.get("precision", "auto") != "auto" and settings.get("channels_last", "auto") != "auto":
+    if settings.precision != "auto" and settings.channels_last != "auto":
         return None
-    return f"results/{dataset}/path_timings/alpha{settings['model']['alpha']}_batch{settings['batch_size']}.json"
+    return f"results/{dataset}/path_timings/alpha{settings.model.alpha}_batch{settings.batch_size}.json"
 
 
 def student_pseudo_store(exp, gen, idx):
@@ -267,17 +246,19 @@ def previous_generation(w):
 
 def teacher_inputs(w):
     prev = previous_generation(w)
-    if builder(w) == "none":
-        raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is 'none' in generation {w.gen}; it has no pseudo-labels")
-    # the class-balanced builder labels with the best model so far, which may be any earlier generation's
-    earlier = range(prev + 1) if builder(w) == "class_balanced" else [prev]
+    settings = imc.pseudo_settings(experiment(w), int(w.gen))
+    made_by = builder(w)
+    if not made_by.makes_labels:
+        raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is {settings.builder!r} in generation {w.gen}; "
+                            "it has no pseudo-labels")
+    # a builder that labels with the best model so far may read any earlier generation's
+    earlier = range(prev + 1) if made_by.earlier_generations else [prev]
     inputs = {
         "data": data_store(w),
         "selection": selection_file(w.exp, prev),
         "predictions": [f for g in earlier for f in model_files(w.exp, g, "predictions.zarr")],
     }
-    settings = imc.pseudo_settings(experiment(w), int(w.gen))
-    if builder(w) in ("model_ensemble", "input_ensemble") or (settings["label_erase"] > 0 and settings["temperature"] != 1):
+    if made_by.reruns(settings):
         inputs["checkpoints"] = model_files(w.exp, prev, "model.pt")
     return inputs
 
@@ -291,7 +272,7 @@ def pseudo_arguments(w):
 def dev_arguments(w):
     """The development set of a score job: the experiment's selection.dev_images (gen0 of an
     experiment with start_from is scored by that experiment, whose dev set it must share)."""
-    dev_images = imc.selection_settings(experiment(w), int(w.gen))["dev_images"]
+    dev_images = imc.selection_settings(experiment(w), int(w.gen)).dev_images
     return f"--dev-images {dev_images} --dev-seed {experiment(w)['seed']}" if dev_images else ""
 
 

@@ -56,7 +56,7 @@ rule select_teachers:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/select_teachers.tsv"
     params:
-        settings=lambda w: as_json(imc.selection_settings(experiment(w), int(w.gen))),
+        settings=lambda w: as_json(imc.selection_settings(experiment(w), int(w.gen)).to_params()),
         previous=lambda w, input: f"--previous {input.previous}" if "previous" in input.keys() else "",
         code=code_version("select"),
     threads: 1

@@ -13,7 +13,7 @@ rule build_pseudo_labels:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/build_pseudo_labels.tsv"
     params:
-        settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen))),
+        settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen)).to_params()),
         checkpoints=lambda w, input: f"--checkpoints {' '.join(input.checkpoints)}" if "checkpoints" in input.keys() else "",
         code=code_version("pseudo"),
     threads: 1
@@ -38,7 +38,7 @@ rule build_parent_pseudo_labels:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/build_pseudo_labels_m{idx}.tsv"
     params:
-        settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen))),
+        settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen)).to_params()),
         parent=parent_of,
         checkpoints=lambda w, input: f"--checkpoints {' '.join(input.checkpoints)}" if "checkpoints" in input.keys() else "",
         code=code_version("pseudo"),

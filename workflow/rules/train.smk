@@ -14,7 +14,7 @@ rule train_model:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/train_m{idx}.tsv"
     params:
-        settings=lambda w: as_json(imc.train_settings(experiment(w), int(w.gen), int(w.idx))),
+        settings=lambda w: as_json(imc.train_settings(experiment(w), int(w.gen), int(w.idx)).to_params()),
         pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
         init=lambda w, input: (
             f"--init-selection {input.init_selection} --init-checkpoints {' '.join(input.init_checkpoints)}"

@@ -1,0 +1,101 @@
+"""Inconsistency Masks (Vorndran and Roeck, "Inconsistency Masks: Removing the Uncertainty from
+Input-Pseudo-Label Pairs", arXiv:2401.14387): where the top-n teachers' hard predictions do not
+all agree (for multi-label, the union of the per-label disagreements) is the inconsistency mask
+(IM). Outside it the agreed value is the pseudo-label; inside it the label is ignored (or an
+extra IM class, as the authors do) and, with `block_input`, the input pixels are blacked out.
+Optionally the IM is eroded then dilated, and images whose teachers disagree on which classes
+appear are dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..settings import PseudoSettings
+from .base import Builder, PseudoLabels
+
+LABEL_MODES = ("ignore", "im_class")
+
+
+def inconsistency_mask(preds: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """True where the teachers' discretized predictions are not all equal."""
+    disagree = np.any(preds != preds[:1], axis=0)
+    return disagree.any(axis=1) if multilabel else disagree
+
+
+def morph_mask(im: np.ndarray, erode: int = 0, dilate: int = 0) -> np.ndarray:
+    """Erode then dilate each image's IM with square kernels of the given sides (0 = skip)."""
+    if not erode and not dilate:
+        return im
+    from skimage.morphology import dilation, erosion, footprint_rectangle  # only where the IM is reshaped
+    out = np.empty_like(im)
+    for i, m in enumerate(im):
+        if erode:
+            m = erosion(m, footprint_rectangle((erode, erode)))
+        if dilate:
+            m = dilation(m, footprint_rectangle((dilate, dilate)))
+        out[i] = m
+    return out
+
+
+def majority_vote(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
+    """Most frequent teacher value per pixel (ties go to the lower class / to 0); votes are
+    counted in uint8 (at most 255 teachers)."""
+    if task == "multiclass":
+        counts = np.stack([(preds == c).sum(0, dtype=np.uint8) for c in range(num_classes)])
+        return counts.argmax(0).astype(np.uint8)
+    return (2 * preds.sum(0, dtype=np.uint16) > len(preds)).astype(np.uint8)
+
+
+def class_presence_disagreement(preds: np.ndarray, task: str, num_classes: int) -> np.ndarray:
+    """Per image: True if the teachers disagree on which classes appear in it."""
+    n, count = preds.shape[:2]
+    if task == "multiclass":
+        present = np.stack([[np.bincount(p.ravel(), minlength=num_classes) > 0 for p in teacher] for teacher in preds])
+    elif task == "multilabel":
+        present = preds.reshape(n, count, preds.shape[2], -1).any(-1)
+    else:
+        present = preds.reshape(n, count, -1).any(-1)
+    return np.any(present != present[:1], axis=(0, *range(2, present.ndim)))
+
+
+def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_classes: int, *,
+                        block_input: bool = True, block_output: bool = True, label_mode: str = "ignore",
+                        ignore_index: int = 255, erode: int = 0, dilate: int = 0,
+                        filter_class_disagreement: bool = False) -> PseudoLabels:
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    multilabel = task == "multilabel"
+    raw_im = inconsistency_mask(preds, multilabel)
+    im = morph_mask(raw_im, erode, dilate)
+    # Outside the IM the teachers agree, except where erosion shrank the IM: take the vote there.
+    labels = majority_vote(preds, task, num_classes)
+    if block_output:
+        im_value = ignore_index if label_mode == "ignore" else (num_classes if task == "multiclass" else 0)
+        where = im[:, None] if multilabel else im
+        labels = np.where(np.broadcast_to(where, labels.shape), np.uint8(im_value), labels)
+    masked = np.where(im[..., None], np.uint8(0), images) if block_input else images.copy()
+    keep = ~class_presence_disagreement(preds, task, num_classes) if filter_class_disagreement else np.ones(len(images), bool)
+    return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
+
+
+class InconsistencyMask(Builder):
+    reports_mask = True
+    summary = "inconsistency masks of the top-n teachers' hard predictions"
+
+    def uses_top_n(self, settings: PseudoSettings) -> bool:
+        return True
+
+    def masks_input(self, settings: PseudoSettings) -> bool:
+        return settings.block_input
+
+    def label_mode(self, settings: PseudoSettings) -> str:
+        return settings.label_mode
+
+    def teachers(self, selection, settings, parent, generation):
+        return selection["selected"][:settings.teachers]
+
+    def build(self, preds, confidence, images, task, num_classes, ignore, settings, prepared=None):
+        return build_pseudo_labels(preds, images, task, num_classes, block_input=settings.block_input,
+                                   block_output=settings.block_output, label_mode=settings.label_mode,
+                                   ignore_index=ignore, erode=settings.erode, dilate=settings.dilate,
+                                   filter_class_disagreement=settings.filter_class_disagreement)

@@ -1,0 +1,223 @@
+"""Checks across keys of the config that the schema cannot express: what each experiment's
+composition of steps (trainers/, builders/, methods/stages.py) allows, comparisons, shared gen0
+models, segment entries. Each returns messages that name the key."""
+from __future__ import annotations
+
+from ..builders import BUILDERS, builder
+from ..methods.comparisons import expand_comparison
+from ..methods.presets import BASELINES, METHODS
+from ..methods.stages import beam_models
+from ..settings import PseudoSettings
+from ..trainers import TRAINERS, trainer_problems, trainer_spec
+from .resolve import gen0_settings, generation_settings
+from .schema import messages
+
+
+def segment_problems(config: dict, where: str) -> list[str]:
+    """segment entries name an experiment and one of its generations."""
+    errors = []
+    for name, job in (config.get("segment") or {}).items():
+        exp = config["experiments"].get(job["experiment"])
+        if exp is None:
+            errors.append(f"{where}: segment.{name}.experiment: {job['experiment']!r} is not an experiment; "
+                          f"known: {sorted(config['experiments'])}")
+        elif job["generation"] > exp["generations"]:
+            errors.append(f"{where}: segment.{name}.generation: {job['generation']} is beyond experiments."
+                          f"{job['experiment']}.generations ({exp['generations']}); raise that or choose an earlier "
+                          "generation")
+    return errors
+
+
+def check_experiment(name: str, exp: dict, config: dict, validator, where: str) -> list[str]:
+    key = f"experiments.{name}"
+    if exp["dataset"] not in config["datasets"]:
+        return [f"{where}: {key}.dataset: {exp['dataset']!r} is not a data set; known: {sorted(config['datasets'])}"]
+    errors = []
+    if "/" in name and not name.split("/")[1:2] == ["compare"]:
+        errors.append(f"{where}: {key}: experiment names may not contain '/' (used for comparisons' experiments)")
+    for g in sorted({0, 1} | {o["from_generation"] for o in exp["overrides"]}):
+        resolved = generation_settings(exp, g)
+        found = messages(validator, resolved, where, (key, f"(generation {g} after overrides)"))
+        if found:
+            errors += found
+            continue
+        pl, sel = resolved["pseudo_labels"], resolved["selection"]
+        models = _fewest_models(resolved, g)
+        if sel["top_k"] > models:
+            errors.append(f"{where}: {key}.selection.top_k: {sel['top_k']} is more than the {models} models of generation {g}")
+        pseudo = _pseudo_settings(pl, g)
+        if builder(pl["builder"]).uses_top_n(pseudo) and pl["teachers"] > sel["top_k"] and exp["generations"] >= 1:
+            errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
+        errors += _trainer_problems(key, resolved, g, where)
+        if resolved["stage0"]["init"] != "scratch":
+            errors.append(f"{where}: {key}.stage0.init: gen0 has no parent generation; use 'scratch'")
+        students = resolved["students"]
+        errors += _stage_problems(key, resolved, g, where)
+        if students["init"] == "parent" and g >= 1 and students["search"] == "none":
+            before = generation_settings(exp, g - 1)["stage0" if g == 1 else "students"]["models"]
+            if students["parent"] == "same_index" and students["models"] > before:
+                errors.append(f"{where}: {key}.students.parent: 'same_index' needs a parent per student, but "
+                              f"generation {g} has {students['models']} students and generation {g - 1} {before} models")
+        if resolved["stage0"]["labeled_share"] is not None:
+            errors.append(f"{where}: {key}.stage0.labeled_share: gen0 has no pseudo-labels; set it for students")
+        share = resolved["students"]["labeled_share"]
+        learns_from_labels = trainer_spec(students["trainer"]).pseudo_labels and builder(pl["builder"]).makes_labels
+        if share is not None and share < 1 and not learns_from_labels:
+            errors.append(f"{where}: {key}.students.labeled_share: {share} asks for pseudo-labeled pairs in every "
+                          f"batch, but generation {g} has none (trainer {resolved['students']['trainer']!r}, "
+                          f"builder {pl['builder']!r})")
+        if 1 <= g <= exp["generations"]:
+            errors += _student_problems(key, resolved, config["datasets"][exp["dataset"]], g, where)
+    if exp["generations"] >= 1 and generation_settings(exp, 0)["stage0"]["labels"] == "all" and not exp["start_from"]:
+        errors.append(f"{where}: {key}: stage0.labels 'all' (gen0 trained on the unlabeled images' ground truth, "
+                      f"the FDT upper bound) with {exp['generations']} self-training generation(s): every later "
+                      "generation would learn from that ground truth through gen0; set generations: 0, or "
+                      "stage0.labels: labeled")
+    return errors
+
+
+def _pseudo_settings(section: dict, generation: int) -> PseudoSettings:
+    return PseudoSettings.from_params(builder(section["builder"]).resolve(section, generation))
+
+
+def _trainer_problems(key: str, resolved: dict, g: int, where: str) -> list[str]:
+    """Each trainer where its TRAINERS row allows it (gen0, students), its own settings' checks,
+    and a builder that makes pseudo-labels exactly for students that learn from them."""
+    errors = []
+    stage0, students = resolved["stage0"]["trainer"], resolved["students"]["trainer"]
+    if not trainer_spec(stage0).stage0:
+        usable = ", ".join(repr(n) for n, spec in TRAINERS.items() if spec.stage0)
+        reason = "gen0 has no teacher to fine-tune" if trainer_spec(stage0).continues_parent else "it trains students only"
+        errors.append(f"{where}: {key}.stage0.trainer: {reason}; use {usable}")
+    if not trainer_spec(students).students and g >= 1:
+        errors.append(f"{where}: {key}.students.trainer: {students!r} is a stage-0 trainer; set stage0.trainer: "
+                      f"{students} and let the students learn from its models")
+    for stage, name in (("stage0", stage0), ("students", students)):
+        errors += [f"{where}: {key}.{stage}.{m}" for m in trainer_problems(name, resolved[stage])]
+    pl = resolved["pseudo_labels"]
+    if trainer_spec(students).pseudo_labels != builder(pl["builder"]).makes_labels:
+        without = [n for n, spec in TRAINERS.items() if not spec.pseudo_labels]
+        errors.append(f"{where}: {key}: students.trainer {' or '.join(map(repr, without))} goes with "
+                      f"pseudo_labels.builder 'none' (it uses no pseudo-labels) and only with it; got trainer "
+                      f"{students!r}, builder {pl['builder']!r} (generation {g})")
+    return errors
+
+
+def _fewest_models(resolved: dict, g: int) -> int:
+    """The fewest models generation g can have with these settings (a beam's grow after generation 1)."""
+    if g == 0:
+        return resolved["stage0"]["models"]
+    students = resolved["students"]
+    if students["search"] == "beam":  # at least two parents from generation 2 on
+        return beam_models(g, students["beam_width"], 2)
+    return students["paths"] if students["search"] == "random" else students["models"]
+
+
+def _stage_problems(key: str, resolved: dict, g: int, where: str) -> list[str]:
+    """The step vocabulary's combinations that cannot work: searches, parents, the parent builder,
+    Label Erase and temperature, the feature consistency add-on."""
+    errors = []
+    pl, students, stage0 = resolved["pseudo_labels"], resolved["students"], resolved["stage0"]
+    search = students["search"]
+    spec, made_by = trainer_spec(students["trainer"]), builder(pl["builder"])
+    continues = search != "none" or students["init"] == "parent" or spec.continues_parent
+    if stage0["search"] != "none" or stage0["feature_consistency"] > 0:
+        errors.append(f"{where}: {key}.stage0: search and feature_consistency apply to students (gen0 starts from scratch)")
+    if g >= 1 and continues and resolved["noisy_student"]["enabled"]:
+        errors.append(f"{where}: {key}.students: continuing from a parent (init 'parent', search {search!r}) keeps "
+                      "the parent's architecture, but noisy_student widens the students every generation; use one "
+                      "or the other")
+    if search != "none" and not spec.searchable:
+        fits = ", ".join(repr(n) for n, s in TRAINERS.items() if s.searchable)
+        errors.append(f"{where}: {key}.students.search: {search!r} continues each parent on L or P with the trainer "
+                      f"{fits}; trainer {students['trainer']!r} does not fit")
+    if search != "none" and students["labeled_share"] is not None:
+        errors.append(f"{where}: {key}.students.labeled_share: search {search!r} chooses L (1) or P (0) per model "
+                      "itself; remove labeled_share")
+    if made_by.per_student and not continues:
+        errors.append(f"{where}: {key}.pseudo_labels.builder: {pl['builder']!r} labels each student's images with its "
+                      "parent's prediction, but the students start from scratch; set students.init: parent or a "
+                      "students.search")
+    if not made_by.one_model:
+        one_model = ", ".join(repr(n) for n, b in BUILDERS.items() if b.one_model)
+        for name, off in (("label_erase", 0), ("temperature", 1.0)):
+            if pl[name] != off:
+                errors.append(f"{where}: {key}.pseudo_labels.{name}: applies to the builders that use one model's "
+                              f"confidence ({one_model}), not {pl['builder']!r}")
+    return errors
+
+
+def _student_problems(key: str, resolved: dict, ds: dict, g: int, where: str) -> list[str]:
+    """Generation g >= 1 (settings after overrides): no ground truth leak into self-training, and an
+    IM class index that is not the ignore index."""
+    errors = []
+    pl, students = resolved["pseudo_labels"], resolved["students"]
+    if students["labels"] == "all" and pl["builder"] != "none":
+        errors.append(f"{where}: {key}: students.labels 'all' (every training image's ground truth, the FDT upper "
+                      f"bound) with pseudo_labels.builder {pl['builder']!r} from generation {g}: the students would "
+                      "train on the ground truth and on pseudo-labels of the same unlabeled images; set "
+                      "students.labels: labeled, or pseudo_labels.builder: none")
+    n = len(ds["class_names"])
+    if pl["label_mode"] == "im_class" and ds.get("task", "multiclass") == "multiclass" and ds.get("ignore_index") == n:
+        errors.append(f"{where}: {key}.pseudo_labels.label_mode: 'im_class' labels IM pixels {n} (after the {n} "
+                      f"classes), which is datasets.{ds['name']}.ignore_index, so they would be ignored instead; "
+                      "set ignore_index to another value (255 is usual)")
+    return errors
+
+
+def expand_comparisons(config: dict, validator, where: str) -> list[str]:
+    """Add each comparison's method x seed experiments to config["experiments"]."""
+    errors = []
+    for dataset, comp in config["comparisons"].items():
+        key = f"comparisons.{dataset}"
+        base = config["experiments"].get(comp["base"])
+        if base is None:
+            errors.append(f"{where}: {key}.base: {comp['base']!r} is not an experiment; known: {sorted(config['experiments'])}")
+            continue
+        if base["dataset"] != dataset:
+            errors.append(f"{where}: {key}.base: experiment {comp['base']!r} uses data set {base['dataset']!r}; "
+                          f"a comparison is named after its data set, so its base must use {dataset!r}")
+            continue
+        if base["start_from"]:
+            errors.append(f"{where}: {key}.base: experiment {comp['base']!r} has start_from set; use one that trains its own gen0")
+            continue
+        for name, variant in comp["variants"].items():
+            if variant.get("start") and variant["start"] not in BASELINES:
+                errors.append(f"{where}: {key}.variants.{name}.start: {variant['start']!r} is not a baseline to start "
+                              f"from; one of {list(BASELINES)}")
+            if name in METHODS or name in comp["experiments"]:
+                errors.append(f"{where}: {key}.variants.{name}: a variant needs a name of its own, "
+                              f"not a method's or a listed experiment's")
+        for extra in comp["experiments"]:
+            if extra not in config["experiments"]:
+                errors.append(f"{where}: {key}.experiments: {extra!r} is not an experiment")
+            elif config["experiments"][extra]["dataset"] != dataset:
+                errors.append(f"{where}: {key}.experiments: {extra!r} uses data set {config['experiments'][extra]['dataset']!r}, not {dataset!r}")
+        for name, exp in expand_comparison(dataset, comp, base).items():
+            if name in config["experiments"]:
+                errors.append(f"{where}: experiments.{name}: this name belongs to {key}; rename the experiment")
+                continue
+            found = check_experiment(name, exp, config, validator, where)
+            errors += [f"{e} (from {key})" for e in found]
+            config["experiments"][name] = exp
+    return errors
+
+
+def check_start(name: str, exp: dict, experiments: dict, where: str) -> list[str]:
+    """start_from: same data set, same gen0 settings, and no chains."""
+    start = exp.get("start_from")
+    if not start:
+        return []
+    key = f"{where}: experiments.{name}.start_from"
+    if start not in experiments:
+        return [f"{key}: {start!r} is not an experiment"]
+    other = experiments[start]
+    if other["start_from"]:
+        return [f"{key}: {start!r} itself starts from {other['start_from']!r}; name that one instead"]
+    if other["dataset"] != exp["dataset"]:
+        return [f"{key}: {start!r} uses data set {other['dataset']!r}, this experiment {exp['dataset']!r}"]
+    mine, theirs = gen0_settings(exp), gen0_settings(other)
+    differ = sorted(k for k in mine if mine[k] != theirs[k])
+    if differ:
+        return [f"{key}: gen0 settings differ from {start!r} in {differ}; gen0 models can only be shared when they match"]
+    return []

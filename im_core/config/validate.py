@@ -1,0 +1,41 @@
+"""Validate the workflow config: the schema (defaults filled in, every bad key named), the data
+sets (config/datasets.py) and the checks across keys (config/checks.py)."""
+from __future__ import annotations
+
+import copy
+
+from ..errors import InputError
+from .checks import check_experiment, check_start, expand_comparisons, segment_problems
+from .datasets import dataset_problems, resolve_dataset
+from .schema import load_schema, messages, validator_with_defaults
+
+
+def validate_config(config: dict, schema: dict | None = None, where: str = "config") -> dict:
+    """Return a validated copy of `config` with defaults filled in; raise InputError otherwise."""
+    schema = schema or load_schema()
+    config = copy.deepcopy(config)
+    errors = messages(validator_with_defaults(schema), config, where)
+    if not errors:
+        for name, ds in config["datasets"].items():
+            try:
+                config["datasets"][name] = ds = resolve_dataset(name, ds, where)
+            except InputError as e:
+                errors.append(str(e))
+                continue
+            errors += dataset_problems(ds, where)
+        if errors:
+            raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
+        experiment_validator = validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
+        for name, exp in config["experiments"].items():
+            errors += check_experiment(name, exp, config, experiment_validator, where)
+        if not errors:
+            errors += expand_comparisons(config, experiment_validator, where)
+        for name, exp in config["experiments"].items():
+            errors += check_start(name, exp, config["experiments"], where)
+        for name in config["default_experiments"]:
+            if name not in config["experiments"]:
+                errors.append(f"{where}: default_experiments: {name!r} is not an experiment; known: {sorted(config['experiments'])}")
+        errors += segment_problems(config, where)
+    if errors:
+        raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    return config

@@ -1,0 +1,57 @@
+"""The training set of one job: the labeled images (or all, FDT), ALDT's augmented copies, and a
+pseudo-label store's (masked) images and labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..builders import builder
+from ..io import open_store
+from ..settings import PseudoSettings, TrainSettings
+from .augment import augmented_copies
+from .read import training_arrays
+
+
+@dataclass
+class TrainingSet:
+    images: np.ndarray    # N x H x W x C uint8
+    labels: np.ndarray    # N x H x W (N x C x H x W) uint8
+    blocked: np.ndarray   # N x H x W bool: input pixels blacked out inside an IM
+    extra_class: bool     # the labels use an extra IM class
+    n_labeled: int        # images with ground truth
+    n_pseudo: int = 0     # pseudo-labeled pairs, the last ones
+
+    @property
+    def pseudo(self) -> np.ndarray:
+        """N bool: the pseudo-labeled pairs (after the ground truth and its ALDT copies)."""
+        return np.arange(len(self.images)) >= len(self.images) - self.n_pseudo
+
+
+def training_set(store, pseudo_path: str | None, settings: TrainSettings | None = None) -> TrainingSet:
+    """Images with ground truth (labeled split, or all for FDT), their augmented copies (ALDT),
+    plus the pseudo store's (masked) images and labels; the blocked-input mask (the IM pixels
+    blacked out in the pseudo store's images, where its builder masks the input); whether the
+    labels use an extra IM class; and how many images carry ground truth. Without `settings`:
+    the labeled split alone."""
+    labeled = training_arrays(store, settings.labels if settings else "labeled")
+    images, labels, extra_class = [labeled.images], [labeled.masks], False
+    if settings and settings.labeled_copies:
+        copies = augmented_copies(labeled.images, labeled.masks, settings.labeled_copies, settings.augment,
+                                  settings.copies_seed)
+        images.append(copies[0])
+        labels.append(copies[1])
+    blocked = [np.zeros((sum(map(len, images)),) + labeled.images.shape[1:3], bool)]
+    if pseudo_path:
+        pseudo = open_store(pseudo_path)
+        keep = (np.flatnonzero(pseudo["keep"][:]),)
+        images.append(pseudo["images"].get_orthogonal_selection(keep))
+        labels.append(pseudo["labels"].get_orthogonal_selection(keep))
+        built = PseudoSettings.from_params(pseudo.attrs["settings"], f"{pseudo_path}: settings")
+        block_input = builder(built.builder).masks_input(built)
+        im = pseudo["im"].get_orthogonal_selection(keep)
+        blocked.append(im if block_input else np.zeros_like(im))
+        extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
+    n_pseudo = len(images[-1]) if pseudo_path else 0
+    return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
+                       len(labeled.index), n_pseudo)

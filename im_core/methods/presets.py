@@ -1,0 +1,62 @@
+"""Self-training methods as compositions of steps, run side by side by a comparison (comparisons.py).
+
+A method is a small set of settings merged onto a base experiment: which labels stage 0 sees,
+which builder makes the pseudo-labels, which trainer the students use and how they are laid out
+(stages.py: from scratch, or continuing a parent on L, P or a mix; GIST's beam, RIST's paths),
+whether Noisy Student's growing width and noise apply, and which stage-0 models it starts from.
+Adding a method is one entry here and its label.
+"""
+from __future__ import annotations
+
+# start: the baseline whose gen0 models a self-training method starts from
+METHODS: dict[str, dict] = {
+    "fdt": {"generations": 0, "stage0": {"labels": "all"}},
+    "cct": {"generations": 0, "stage0": {"trainer": "cct"}},
+    "cct_im": {"start": "cct", "pseudo_labels": {"builder": "im"}},
+    "ldt": {"generations": 0},
+    "aldt": {"generations": 0, "train": {"labeled_copies": 9}},
+    "model_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "model_ensemble"}},
+    "input_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "input_ensemble"}},
+    "noisy_student": {"start": "ldt", "pseudo_labels": {"builder": "best_teacher"}, "noisy_student": {"enabled": True}},
+    "consistency": {"start": "ldt", "pseudo_labels": {"builder": "none"}, "students": {"trainer": "consistency"}},
+    "im": {"start": "ldt", "pseudo_labels": {"builder": "im"}},
+    "im_plus": {"start": "ldt", "pseudo_labels": {"builder": "im"}, "noisy_student": {"enabled": True}},
+    "aim_plus": {"start": "aldt", "train": {"labeled_copies": 9}, "pseudo_labels": {"builder": "im"},
+                 "noisy_student": {"enabled": True}},
+    # stages that continue from a parent (stages.py): one path with a fixed share of ground truth
+    # in every batch; GIST's beam over L/P; RIST's random L/P paths; the last two with the previous
+    # stage's IM (its top-n: the beam's members, all paths) as the P stages' pseudo-labels
+    "fist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "selection": {"top_k": 1},
+             "students": {"models": 1, "init": "parent", "parent": "best", "labeled_share": 0.5}},
+    "gist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "students": {"search": "beam", "beam_width": 2}},
+    "rist": {"start": "ldt", "pseudo_labels": {"builder": "parent"}, "students": {"search": "random", "paths": 3}},
+    "gist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 2}, "selection": {"top_k": 2},
+                "students": {"search": "beam", "beam_width": 2}},
+    "rist_im": {"start": "ldt", "pseudo_labels": {"builder": "im", "teachers": 3}, "selection": {"top_k": 3},
+                "students": {"search": "random", "paths": 3}},
+    # DST-CBC's rounds (Table 5a's ablation): each round fine-tunes the best model so far on half
+    # ground truth, half pseudo-labels of that model; st: every pixel, plain cross-entropy; dst:
+    # the dynamic loss; dst_cbc: its class-balanced curriculum; dst_cbc_im: inside the agreement
+    # of the previous round's top 2
+    "st": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "ratios": [1.0]}, "selection": {"top_k": 1},
+           "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5}},
+    "dst": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "ratios": [1.0]}, "selection": {"top_k": 1},
+            "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                         "dynamic_gamma": 9}},
+    "dst_cbc": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced"}, "selection": {"top_k": 1},
+                "students": {"models": 1, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                             "dynamic_gamma": 9}},
+    "dst_cbc_im": {"start": "ldt", "pseudo_labels": {"builder": "class_balanced", "agreement": True, "teachers": 2},
+                   "selection": {"top_k": 2},
+                   "students": {"models": 2, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
+                                "dynamic_gamma": 9}},
+}
+BASELINES = ("fdt", "ldt", "aldt", "cct")
+# gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
+# the students' budget, as an epoch budget gives them in the authors' code
+STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
+LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
+          "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
+          "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
+          "gist_im": "GIST+IM", "rist_im": "RIST+IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
+          "dst_cbc_im": "DST-CBC+IM"}

@@ -1,0 +1,156 @@
+"""One table of methods x generations: the best-on-dev model's dev, val and test mIoU (data-set
+level and per image) and path, mean and standard deviation over seeds, the generation the
+development set chooses, and a plot of it.
+
+A run is one method with one seed: its generations' metrics tables (gen0 first). Baselines
+(FDT, LDT, ALDT) have gen0 only; self-training methods list their start's gen0 as theirs.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..io import atomic_output
+from ..methods.presets import BASELINES, LABELS
+
+SCORES = ("val_miou", "val_miou_per_image", "test_miou", "test_miou_per_image")
+# per generation, not per model: the same in every row of a metrics table
+GENERATION_STATS = ("im_fraction", "pseudo_accuracy", "pseudo_coverage")
+
+
+def parse_run(text: str) -> tuple[str, int, list[str]]:
+    """'METHOD:SEED=gen0.csv,gen1.csv' -> (method, seed, files)."""
+    head, _, files = text.partition("=")
+    method, _, seed = head.rpartition(":")
+    if not method or not seed.lstrip("-").isdigit() or not files:
+        raise InputError(f"--runs {text!r}: expected METHOD:SEED=gen0.csv,gen1.csv,...")
+    return method, int(seed), [f for f in files.split(",") if f]
+
+
+def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
+    """One row per generation: the rank-1 (best on the development set) model's scores and path,
+    the mean test mIoU of all the generation's models, and the pseudo-label statistics; `chosen`
+    marks the generation whose best model has the best dev mIoU of the run (after gen0 where
+    there are later generations; GIST/RIST's result)."""
+    rows = []
+    for path in files:
+        try:
+            table = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError) as e:
+            raise InputError(f"{path}: cannot read this metrics table ({e})") from e
+        missing = [c for c in ("generation", "rank", *SCORES, *GENERATION_STATS) if c not in table.columns]
+        if missing:
+            raise InputError(f"{path}: not a generation metrics table; missing columns {missing}")
+        best = table.sort_values("rank").iloc[0]
+        row = {"method": method, "seed": seed, "generation": int(best["generation"]), "models": len(table),
+               **{k: float(best[k]) for k in SCORES}, "test_miou_models_mean": float(table["test_miou"].mean())}
+        row.update({k: float(best[k]) for k in GENERATION_STATS})
+        path = best.get("path", "")
+        row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
+        rows.append(row)
+    candidates = [r for r in rows if r["generation"] > 0] or rows
+    chosen = max(candidates, key=lambda r: (r["dev_miou"], -r["generation"]))
+    for r in rows:
+        r["chosen"] = int(r is chosen)
+    return rows
+
+
+def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
+    """Methods x generations, each value the mean over seeds with its standard deviation
+    (sample std; empty with one seed)."""
+    per_run = pd.DataFrame([r for run in runs for r in run_rows(*run)])
+    values = ["dev_miou", *SCORES, "test_miou_models_mean", *GENERATION_STATS]
+    order = {m: i for i, m in enumerate(dict.fromkeys(m for m, _, _ in runs))}
+    out = []
+    for (method, generation), group in per_run.groupby(["method", "generation"], sort=False):
+        row = {"method": method, "label": LABELS.get(method, method), "generation": generation,
+               "seeds": group["seed"].nunique(), "models": int(group["models"].iloc[0]),
+               # the best model's path per seed, and in how many seeds the dev set chooses this generation
+               "path": "/".join(group["path"]) if group["path"].str.len().any() else "", "chosen": int(group["chosen"].sum())}
+        for v in values:
+            row[v] = group[v].mean()
+            row[f"{v}_std"] = group[v].std(ddof=1) if len(group) > 1 else np.nan
+        out.append(row)
+    table = pd.DataFrame(out)
+    table["_order"] = table["method"].map(order)
+    return table.sort_values(["_order", "generation"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    """'mean' or 'mean ± std' (several seeds) of `column` in a table row; empty where there is none."""
+    mean, std = row[column], row[f"{column}_std"]
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def format_table(table: pd.DataFrame, columns: tuple[str, ...] = ("test_miou", "test_miou_per_image", "val_miou",
+                                                                    "im_fraction")) -> str:
+    """Markdown: one line per method and generation, 'mean ± std' where there are several seeds."""
+    lines = ["| method | gen | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | "
+                     + " | ".join(_cell(row, c) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def format_by_generation(table: pd.DataFrame, column: str) -> str:
+    """Markdown: one line per method, `column` at each generation (baselines fill gen0 only)."""
+    gens = sorted(table["generation"].unique())
+    lines = ["| method | " + " | ".join(f"gen{g}" for g in gens) + " |", "|---|" + "---|" * len(gens)]
+    for label, rows in table.groupby("label", sort=False):
+        cells = {row["generation"]: _cell(row, column) for _, row in rows.iterrows()}
+        lines.append(f"| {label} | " + " | ".join(cells.get(g, "") for g in gens) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(table: pd.DataFrame, out: str | os.PathLike, title: str = "") -> None:
+    """Test mIoU by generation per method (baselines as horizontal lines), IM fraction beside it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_miou, ax_im) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    last = max(1, int(table["generation"].max()))
+    baseline_styles = {"fdt": ("black", ":"), "ldt": ("grey", "--"), "aldt": ("tab:brown", "--")}
+    for method, rows in table.groupby("method", sort=False):
+        label = rows["label"].iloc[0]
+        gens, mean, std = rows["generation"].to_numpy(), rows["test_miou"].to_numpy(), rows["test_miou_std"].to_numpy()
+        if method in BASELINES or len(rows) == 1:
+            colour, style = baseline_styles.get(method, ("grey", "-."))
+            ax_miou.hlines(mean[0], 0, last, colors=colour, linestyles=style, label=label)
+            continue
+        line, = ax_miou.plot(gens, mean, "o-", label=label)
+        if not np.all(np.isnan(std)):
+            ax_miou.fill_between(gens, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        im = rows[rows["generation"] > 0]
+        if im["im_fraction"].notna().any():
+            ax_im.plot(im["generation"], im["im_fraction"], "o-", color=line.get_color(), label=label)
+    ax_miou.set_title("test mIoU of the best-on-val model" + (" (mean ± std over seeds)" if table["seeds"].max() > 1 else ""))
+    ax_im.set_title("IM fraction (masked pixels of the pseudo-labels)")
+    for ax in (ax_miou, ax_im):
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_miou.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if ax_im.lines:
+        ax_im.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_comparison(runs: list[tuple[str, int, list[str]]], out: str, plot: str | None = None,
+                     title: str = "") -> pd.DataFrame:
+    table = comparison_table(runs)
+    with atomic_output(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    if plot:
+        plot_comparison(table, plot, title)
+    return table
