@@ -142,8 +142,12 @@ def test_ignore_index_is_allowed_in_masks(tmp_path):
     root = make_folder(tmp_path / "data", n=4)
     m = np.zeros((16, 16), np.uint8)
     m[:4] = 255
+    m[8:, 8:] = 2
     Image.fromarray(m).save(root / "masks" / "img1.png")
     prepare(_folder_cfg(root), tmp_path / "data.zarr")
+    store = open_store(tmp_path / "data.zarr")
+    stored = store["masks"][store.attrs["names"].index("img1.png")]
+    assert (stored == m).all()  # kept as the ignore index (and the classes as they were), not an error
 
 
 def test_unreadable_image_names_the_file(tmp_path):

@@ -16,7 +16,13 @@ def test_unet_parameter_count_matches_the_authors(alpha, expected):
 def test_unet_output_shape_and_input_scaling():
     model = build_model(3, 4, alpha=0.25).eval()
     x = torch.randint(0, 256, (2, 3, 32, 48)).float()
-    assert model(x).shape == (2, 4, 32, 48)
+    seen = []
+    first_conv = model.stem[0][0]
+    first_conv.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    out = model(x)
+    assert out.shape == (2, 4, 32, 48)
+    # the authors' 1x1 U-Net takes grey levels 0..255 and divides them by 255 itself
+    assert torch.equal(seen[0], x / 255.0) and seen[0].max() <= 1.0
 
 
 def test_output_channels_per_task():

@@ -79,16 +79,21 @@ def test_render_cli_writes_png_of_store_and_of_one_index(stores, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_plot_generations_writes_png(tmp_path):
+def test_plot_generations_shows_the_best_on_val_the_mean_and_the_pseudo_label_statistics(tmp_path):
     import pandas as pd
     files = []
-    for g in range(3):
-        t = pd.DataFrame({"generation": [g, g], "model_id": ["a", "b"], "rank": [1, 2], "test_miou": [0.4 + g / 10, 0.3],
-                          "im_fraction": [0.2, 0.2], "pseudo_accuracy": [0.9, 0.9], "pseudo_coverage": [0.8, 0.8]})
+    for g in range(3):  # the best on val (rank 1) is listed second: the plot must take it by rank
+        t = pd.DataFrame({"generation": [g, g], "model_id": ["b", "a"], "rank": [2, 1], "test_miou": [0.3, 0.4 + g / 10],
+                          "im_fraction": [0.2 - g / 20] * 2, "pseudo_accuracy": [0.9] * 2, "pseudo_coverage": [0.8] * 2})
         files.append(str(tmp_path / f"gen{g}.csv"))
         t.to_csv(files[-1], index=False)
-    plot_generations({"x": files}, tmp_path / "plot.png")
-    assert Image.open(tmp_path / "plot.png").size == (1300, 380)
+    plotted = plot_generations({"x": files}, tmp_path / "plot.png")["x"]
+    assert plotted["generation"] == [0, 1, 2] and plotted["best"] == pytest.approx([0.4, 0.5, 0.6])
+    assert plotted["mean"] == pytest.approx([0.35, 0.4, 0.45]) and plotted["std"] == pytest.approx([0.05, 0.1, 0.15])
+    assert plotted["later"] == [1, 2] and plotted["im_fraction"] == pytest.approx([0.15, 0.1])  # gen0 has none
+    assert plotted["pseudo_accuracy"] == [0.9, 0.9] and plotted["pseudo_coverage"] == [0.8, 0.8]
+    png = Image.open(tmp_path / "plot.png")
+    assert png.size == (1300, 380) and len(np.unique(np.asarray(png.convert("RGB")).reshape(-1, 3), axis=0)) > 3
 
 
 def test_plot_paths_stars_the_best_on_the_development_set_after_gen0(tmp_path):

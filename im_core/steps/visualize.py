@@ -139,31 +139,44 @@ def render(store: str, out: str, index: int | None = None, array: str | None = N
     return {"images": picks, "size": list(rgb.shape[:2])}
 
 
-def plot_generations(tables: dict[str, list[str]], out: str | os.PathLike) -> None:
+def generation_series(files: list[str]) -> dict[str, list]:
+    """What the generations plot shows of one experiment (its metrics tables, gen0 first): per
+    generation the test mIoU of the model ranked best on validation and the models' mean and
+    (population) std; from generation 1 the IM fraction and the pseudo-labels' accuracy and
+    coverage (the same for every model of a generation that shares its store: the first row's)."""
+    import pandas as pd
+    frames = [pd.read_csv(f) for f in files]
+    gens = [int(t["generation"].iloc[0]) for t in frames]
+    later = [(g, t.iloc[0]) for g, t in zip(gens, frames) if g > 0]
+    return {"generation": gens,
+            "best": [float(t.sort_values("rank")["test_miou"].iloc[0]) for t in frames],
+            "mean": [float(t["test_miou"].mean()) for t in frames],
+            "std": [float(t["test_miou"].std(ddof=0)) for t in frames],
+            "later": [g for g, _ in later],
+            "im_fraction": [float(r["im_fraction"]) for _, r in later],
+            "pseudo_accuracy": [float(r["pseudo_accuracy"]) for _, r in later],
+            "pseudo_coverage": [float(r["pseudo_coverage"]) for _, r in later]}
+
+
+def plot_generations(tables: dict[str, list[str]], out: str | os.PathLike) -> dict[str, dict]:
     """Per experiment: test mIoU (best-on-val model, and mean ± std) by generation; IM fraction;
-    pseudo-label accuracy and coverage."""
+    pseudo-label accuracy and coverage. Returns what it plotted (`generation_series` per experiment)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    plotted = {}
     for name, files in tables.items():
-        frames = [pd.read_csv(f) for f in files]
-        gens = [int(t["generation"].iloc[0]) for t in frames]
-        best = [t.sort_values("rank")["test_miou"].iloc[0] for t in frames]
-        mean = np.array([t["test_miou"].mean() for t in frames])
-        std = np.array([t["test_miou"].std(ddof=0) for t in frames])
-        line, = axes[0].plot(gens, best, "o-", label=f"{name} (best on val)")
-        axes[0].fill_between(gens, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-        axes[0].plot(gens, mean, "--", color=line.get_color(), label=f"{name} (mean ± std)")
-        later = [(g, t.iloc[0]) for g, t in zip(gens, frames) if g > 0]
-        if later:
-            axes[1].plot([g for g, _ in later], [r["im_fraction"] for _, r in later], "o-", color=line.get_color(), label=name)
-            axes[2].plot([g for g, _ in later], [r["pseudo_accuracy"] for _, r in later], "o-", color=line.get_color(),
-                         label=f"{name} accuracy")
-            axes[2].plot([g for g, _ in later], [r["pseudo_coverage"] for _, r in later], "s:", color=line.get_color(),
-                         label=f"{name} coverage")
+        s = plotted[name] = generation_series(files)
+        mean, std = np.array(s["mean"]), np.array(s["std"])
+        line, = axes[0].plot(s["generation"], s["best"], "o-", label=f"{name} (best on val)")
+        axes[0].fill_between(s["generation"], mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        axes[0].plot(s["generation"], mean, "--", color=line.get_color(), label=f"{name} (mean ± std)")
+        if s["later"]:
+            axes[1].plot(s["later"], s["im_fraction"], "o-", color=line.get_color(), label=name)
+            axes[2].plot(s["later"], s["pseudo_accuracy"], "o-", color=line.get_color(), label=f"{name} accuracy")
+            axes[2].plot(s["later"], s["pseudo_coverage"], "s:", color=line.get_color(), label=f"{name} coverage")
     for ax, title in zip(axes, ("test mIoU", "IM fraction (masked pixels)", "pseudo-labels vs hidden truth")):
         ax.set_title(title)
         ax.set_xlabel("generation")
@@ -174,6 +187,7 @@ def plot_generations(tables: dict[str, list[str]], out: str | os.PathLike) -> No
     with atomic_output(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return plotted
 
 
 PATH_COLOURS = {"L": "tab:blue", "P": "tab:orange", "M": "tab:green"}
