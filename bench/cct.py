@@ -8,7 +8,7 @@ with LDT, CCT (the compact decoder set), CCT with the paper's full set (one mode
 about 14 supervised steps per step), IM from LDT and IM from CCT over 3 generations, in results/bench/cct/ (its own config) through Snakemake; one table of
 test mIoU by generation of the best-on-validation model. First, the time per training step of
 CCT relative to supervised training, measured side by side on the data set's training data
-(same model, batch and numerical path). Written to results/bench/cct.md.
+(same model, batch and numerical path). Written to docs/results/cct.md.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def main() -> int:
             section += (f"\nwall time {wall:.0f} s\n\n"
                         + markdown_table(["method", *[f"gen{g}" for g in gens]], rows))
         sections.append(section)
-    publish("\n".join(sections), REPO / "results" / "bench" / "cct.md")
+    publish("\n".join(sections), REPO / "docs" / "results" / "cct.md")
     return 0
 
 

@@ -7,7 +7,7 @@ For each data set: `snakemake results/<data set>/compare.csv`, timed, then the t
 generation: test mIoU of the best-on-val model, data-set level and per image, the mean test mIoU
 of the generation's models, val mIoU, IM fraction, pseudo-label accuracy; mean ± std where
 several seeds are configured), written with the wall time and the summed job time to
-results/bench/<data set>_compare.md. The real data sets are read from ../shared/data (see
+docs/results/<data set>_compare.md. The real data sets are read from ../shared/data (see
 config.yaml); a data set whose folder is missing is reported and skipped.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> int:
                 f"Test mIoU (data-set level) of the best-on-validation model:\n\n{format_by_generation(table, 'test_miou')}\n\n"
                 f"Mean test mIoU of the generation's models:\n\n{format_by_generation(table, 'test_miou_models_mean')}\n\n"
                 f"All columns:\n\n{format_table(table, COLUMNS)}\n")
-        out = Path(args.directory) / "results" / "bench" / f"{dataset}_compare.md"
+        out = REPO / "docs" / "results" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         print(text, flush=True)

@@ -6,7 +6,7 @@ Builds, in a work folder, a 5-generation experiment on the demo data and the dem
 (every method, variant and seed of config.yaml) with the training budget cut to a few steps
 (the DAG, which is what a no-op rerun walks, has the same jobs as the real one), then times
 `snakemake --cores 2 <target>` once nothing is left to do, `--repeats` times each, and prints
-the median with the job count. Writes results/bench/dag_noop.md.
+the median with the job count. Writes docs/results/dag_noop.md.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", help="reuse a work folder (default: a new temporary one)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "dag_noop.md"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "dag_noop.md"))
     a = ap.parse_args(argv)
     workdir = Path(a.workdir or tempfile.mkdtemp(prefix="dag_noop_"))
     workdir.mkdir(parents=True, exist_ok=True)

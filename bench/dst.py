@@ -7,7 +7,7 @@ with LDT, FDT, IM, ST, DST, DST-CBC and DST-CBC+IM over `--rounds` rounds, in
 results/bench/dst/ (its own config) through Snakemake, timed; one table of test mIoU by round
 of the best-so-far model (DST's result; for IM and the baselines the best-on-validation model of
 the round), and the pseudo-labels' accuracy and coverage by round. Written to
-results/bench/dst.md.
+docs/results/dst.md.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def main() -> int:
                 pseudo.append([label, "", *[f"{x['accuracy']:.3f} / {x['coverage']:.2f}" for x in r[1:]]])
         sections.append(f"## {dataset}\n\nwall time {wall}\n\n" + markdown_table(header, scores)
                         + "\nPseudo-label accuracy / coverage:\n\n" + markdown_table(header, pseudo))
-    publish("\n".join(sections), REPO / "results" / "bench" / "dst.md")
+    publish("\n".join(sections), REPO / "docs" / "results" / "dst.md")
     return 0
 
 

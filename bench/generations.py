@@ -5,7 +5,7 @@
 
 Prints, per generation: the test mIoU (data-set level and per image) of the model ranked
 best on validation, the mean and std over the generation's models, and the IM fraction and
-pseudo-label accuracy/coverage; writes the table to results/bench/<experiment>_generations.csv
+pseudo-label accuracy/coverage; writes the table to docs/results/<experiment>_generations.csv
 with the wall time of the Snakemake run.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> int:
         wall = time.time() - started
     table = summarize(Path(args.directory) / "results", args.experiment, generations)
     table["snakemake_wall_s"] = round(wall, 1)
-    out = Path(args.directory) / "results" / "bench" / f"{args.experiment}_generations.csv"
+    out = REPO / "docs" / "results" / f"{args.experiment}_generations.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4f")
     with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -12,7 +12,7 @@ end. Counted: kills, kills after which the plain rerun went on without help (a S
 Snakemake itself leaves Snakemake's lock: the test then runs `snakemake --unlock`, as the
 README tells a user, and does not count that recovery as plain), training jobs that resumed
 from a saved step, and whether every generation's metrics.csv is byte-identical to the
-reference with nothing partial left in results/. Writes results/bench/kill_test.md.
+reference with nothing partial left in results/. Writes docs/results/kill_test.md.
 """
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def main() -> None:
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the work folders")
-    p.add_argument("--out", default=str(REPO / "results" / "bench" / "kill_test.md"))
+    p.add_argument("--out", default=str(REPO / "docs" / "results" / "kill_test.md"))
     a = p.parse_args()
     rng = random.Random(a.seed)
     root = Path(tempfile.mkdtemp(prefix="kill_test_"))

@@ -7,7 +7,7 @@ and their class-index PNG masks (a few discs on a gradient, compressible like re
 then runs `im-core prepare` on it in its own process, as the workflow's data job does, and
 reports the process's peak resident memory (VmHWM) and wall time, with the size the images
 and masks would take held in memory at once. Memory flat in the count is the point: the
-store is written while the folder is read. Writes results/bench/prepare_memory.md. Needs about
+store is written while the folder is read. Writes docs/results/prepare_memory.md. Needs about
 1.5 GB of disk per 10 000 images at 256².
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workdir", default=None, help="where the generated folders go (default: a temporary folder)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "prepare_memory.md"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "prepare_memory.md"))
     a = ap.parse_args(argv)
     rows = []
     for count in a.counts:

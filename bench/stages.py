@@ -11,7 +11,7 @@ parent). It runs in its own folder (results/bench/stages/, a config written ther
 Snakemake, times it, and prints one table per data set: test mIoU by stage of the model ranked
 best on the development set, the stage and path the development set chooses over the whole
 run (best dev mIoU of any stage after gen0), and that model's test mIoU. Written to
-results/bench/stages.md.
+docs/results/stages.md.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def main() -> int:
             paths.append(f"{LABELS[method]}: " + " → ".join(p or "-" for p in r["paths"][1:]))
         sections.append(f"## {dataset}\n\nwall time {wall}\n\n" + markdown_table(header, rows)
                         + "\nBest-on-dev model's path by stage:\n\n" + "\n".join(f"- {p}" for p in paths) + "\n")
-    publish("\n".join(sections), REPO / "results" / "bench" / "stages.md")
+    publish("\n".join(sections), REPO / "docs" / "results" / "stages.md")
     return 0
 
 

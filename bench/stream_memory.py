@@ -10,7 +10,7 @@ as the workflow does:
 - `im-core pseudo`, the IM builder over the teachers' predictions;
 and reports each process's peak resident memory (its VmHWM) and wall time. The
 growth from the smaller to the larger count shows whether memory is flat in the data size.
-Writes results/bench/stream_memory.md. Needs about 4 GB of disk per 10 000 images at 256².
+Writes docs/results/stream_memory.md. Needs about 4 GB of disk per 10 000 images at 256².
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teachers", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workdir", default=None, help="where the generated stores go (default: a temporary folder)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "stream_memory.md"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "stream_memory.md"))
     a = ap.parse_args(argv)
     rows = []
     for count in a.counts:

@@ -28,7 +28,7 @@ The headline ratio is the project's step as a job runs it against the plain loop
 default allocator; the other columns split the gain. The heap-kept process runs first, times the paths and
 chooses; the other runs its choice. The median round counts. Threads: one at
 32 px (one job per core, as a local run schedules the demo), all cores above. Prints a Markdown table and
-writes it to results/bench/throughput.md (and .csv). An absolute figure holds only for the CPU
+writes it to docs/results/throughput.md (and .csv). An absolute figure holds only for the CPU
 named in the header; the ratio is what compares.
 
 On a GPU every loop runs there: the plain loop in fp32 with cuDNN as it comes (no autotuning),
@@ -40,7 +40,7 @@ training job on a GPU takes the rule's path).
 `--as-avx2` runs every configuration with the instruction sets capped at AVX2
 (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), so a CPU with AVX-512 or
 AMX runs the kernels an AVX2-only CPU runs, and `auto` chooses as it would there; it writes
-results/bench/throughput_avx2.md. Caches, clocks and core count stay this machine's.
+docs/results/throughput_avx2.md. Caches, clocks and core count stay this machine's.
 """
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: 1 at 32 px, all cores above")
     ap.add_argument("--as-avx2", action="store_true", help="cap the instruction sets at AVX2 (see above)")
-    ap.add_argument("--out", default=None, help="default: results/bench/throughput[_avx2]")
+    ap.add_argument("--out", default=None, help="default: docs/results/throughput[_avx2]")
     ap.add_argument("--header", action="store_true", help=argparse.SUPPRESS)  # internal
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--heap-kept", action="store_true", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['train_project_fp32']:.0f}), predict {heap['predict_project'] / row['predict_plain']:.2f}× "
                   f"({row['predict_plain']:.0f} → {heap['predict_project']:.0f}); {time.perf_counter() - started:.0f} s",
                   flush=True)
-    out = Path(a.out or ROOT / "results" / "bench" / ("throughput_avx2" if a.as_avx2 else "throughput"))
+    out = Path(a.out or ROOT / "docs" / "results" / ("throughput_avx2" if a.as_avx2 else "throughput"))
     publish(f"{header}\n\n{table(rows)}\n", out.with_suffix(".md"))
     import pandas as pd
     pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("path", "heap", "rule_path", "path_rates")},

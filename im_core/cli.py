@@ -165,6 +165,16 @@ def cmd_record_settings(a):
 
 def cmd_code_versions(a):
     from . import code_versions
+    if a.graph:
+        graph = code_versions.import_graph(packages=a.graph == "packages")
+        for module, targets in sorted(graph.items()):
+            print(f"{module} -> {', '.join(sorted(targets)) or '(nothing)'}")
+        found = code_versions.cycles(graph)
+        print(f"{len(graph)} {'packages' if a.graph == 'packages' else 'modules'}, "
+              f"{sum(map(len, graph.values()))} import arrows, {len(found)} cycles")
+        for cycle in found:
+            print("cycle: " + " -> ".join(cycle))
+        return {"cycles": len(found)}
     if a.same_results and not a.update:
         raise InputError("--same-results goes with --update")
     if a.update:
@@ -173,6 +183,17 @@ def cmd_code_versions(a):
     for step, s in status.items():
         print(f"{step:<11} version {s['version']}  {'recorded' if s['current'] else 'changed since recorded: reruns'}")
     return {"stale": [step for step, s in status.items() if not s["current"]]}
+
+
+def cmd_config_reference(a):
+    from .config.reference import reference_markdown
+    text = reference_markdown()
+    if a.out:
+        from pathlib import Path
+        Path(a.out).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return {"lines": text.count("\n")}
 
 
 def cmd_check_config(a):
@@ -310,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--update", action="store_true", help="record the current code (im_core/code_versions.json)")
     sp.add_argument("--same-results", nargs="+", metavar="STEP",
                     help="with --update: these steps keep their version (their results were shown unchanged)")
+    sp.add_argument("--graph", choices=["modules", "packages"],
+                    help="print the package's import graph (every import, inside functions too) and its cycles")
+
+    sp = add("config-reference", cmd_config_reference, "write the configuration reference (Markdown) from the schema")
+    sp.add_argument("--out", help="file to write (default: print it)")
 
     sp = add("check-config", cmd_check_config, "validate a config file against the schema")
     sp.add_argument("config")

@@ -58,3 +58,15 @@ def test_the_shipped_record_is_current():
     stale = [step for step, s in cv.status().items() if not s["current"]]
     assert not stale, (f"im_core/code_versions.json is not current for {stale}: run `im-core code-versions "
                        "--update` (add `--same-results STEP ...` only for steps whose results you showed unchanged)")
+
+
+def test_the_package_imports_without_cycles():
+    """Between modules, and between the top-level rooms (data, models, builders, trainers, ...)."""
+    assert cv.cycles(cv.import_graph()) == []
+    rooms = cv.import_graph(packages=True)
+    assert cv.cycles(rooms) == []
+    # the layering the rooms keep: settings and errors at the bottom; steps at the top, imported by none
+    assert rooms["settings"] <= {"errors"} and not any("steps" in targets for room, targets in rooms.items()
+                                                         if room != "cli")
+    # a cycle is found where there is one
+    assert cv.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

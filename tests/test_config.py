@@ -163,3 +163,13 @@ def test_students_continuing_from_a_parent():
         bad["experiments"]["e"].update(change)
         with pytest.raises(InputError, match=message):
             validate_config(bad)
+
+
+def test_the_configuration_reference_is_written_from_the_schema():
+    from im_core.config.reference import reference_markdown
+    text = reference_markdown()
+    assert (REPO / "docs" / "configuration.md").read_text(encoding="utf-8") == text, (
+        "docs/configuration.md is not current: run `im-core config-reference --out docs/configuration.md`")
+    # every key the validator knows is documented, with its default, and the registries' names are in its enums
+    assert "| `pseudo_labels` |" in text and "| `teachers` | integer | 3 |" in text
+    assert '"im" or "model_ensemble"' in text and '"supervised" or "consistency" or "cct"' in text
