@@ -166,10 +166,11 @@ def cmd_record_settings(a):
 def cmd_code_versions(a):
     from . import code_versions
     if a.graph:
-        graph = code_versions.import_graph(packages=a.graph == "packages")
+        from . import import_graph
+        graph = import_graph.import_graph(packages=a.graph == "packages")
         for module, targets in sorted(graph.items()):
             print(f"{module} -> {', '.join(sorted(targets)) or '(nothing)'}")
-        found = code_versions.cycles(graph)
+        found = import_graph.cycles(graph)
         print(f"{len(graph)} {'packages' if a.graph == 'packages' else 'modules'}, "
               f"{sum(map(len, graph.values()))} import arrows, {len(found)} cycles")
         for cycle in found:

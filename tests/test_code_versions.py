@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from im_core import code_versions as cv
+from im_core.import_graph import cycles, import_graph
 
 
 def test_a_steps_closure_holds_its_imports_packages_and_lazy_imports():
@@ -62,11 +63,11 @@ def test_the_shipped_record_is_current():
 
 def test_the_package_imports_without_cycles():
     """Between modules, and between the top-level rooms (data, models, builders, trainers, ...)."""
-    assert cv.cycles(cv.import_graph()) == []
-    rooms = cv.import_graph(packages=True)
-    assert cv.cycles(rooms) == []
+    assert cycles(import_graph()) == []
+    rooms = import_graph(packages=True)
+    assert cycles(rooms) == []
     # the layering the rooms keep: settings and errors at the bottom; steps at the top, imported by none
     assert rooms["settings"] <= {"errors"} and not any("steps" in targets for room, targets in rooms.items()
                                                          if room != "cli")
     # a cycle is found where there is one
-    assert cv.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

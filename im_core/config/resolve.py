@@ -81,7 +81,7 @@ def selection_settings(exp: dict, generation: int) -> SelectionSettings:
 
 
 def model_plan(exp: dict, generation: int, model_index: int) -> ModelPlan:
-    """What model `model_index` of generation g >= 1 is (stages.py): its parent, label source
+    """What model `model_index` of generation g >= 1 is (methods/stages.py): its parent, label source
     and pseudo-labels."""
     s = generation_settings(exp, generation)
     return plan_model(s["students"], builder(s["pseudo_labels"]["builder"]), generation, model_index,

@@ -2,7 +2,7 @@
 the confidence of each (the probability of the predicted label as uint8, p x 255), so that
 confidence thresholds need no second pass of the model.
 
-Inference runs without gradients on the job's numerical path (runtime.py), in batches of the
+Inference runs without gradients on the job's numerical path (runtime/numeric_path.py), in batches of the
 prediction batch size; a split is read, predicted and written in chunks, so memory stays flat
 in the number of images.
 """

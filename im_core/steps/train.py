@@ -196,7 +196,7 @@ def evaluate(job: Job, loop: Loop, progress: Progress, step: int, loss: torch.Te
 # ---------------------------------------------------------------- resume
 
 def training_state(loop: Loop) -> dict:
-    """What the loop needs besides its bookkeeping to go on exactly where it is (resume.py): the
+    """What the loop needs besides its bookkeeping to go on exactly where it is (runtime/resume.py): the
     model, optimizer, scaler, batches, random generators, and the objective's weights of its own
     (the EMA teacher, CCT's decoders) by name."""
     return {"model": loop.model.state_dict(), "optimizer": loop.opt.state_dict(), "scaler": loop.scaler.state_dict(),
