@@ -7,9 +7,8 @@ by round (so they are timed side by side on the same machine state). The first, 
 default allocator, measures:
 - the project's training step: batches drawn from the uint8 training set in memory, flips and
   scale-crops on the batch, loss and AdamW step on the numerical path a training job takes
-  (precision and memory format auto: the step timed on each candidate path as the
-  `time_numeric_paths` job times it, then `runtime.choose_path` on those timings), i.e. what
-  `im-core train` runs per step;
+  (precision and memory format auto: the rule of runtime/path_rule.py; every candidate path is
+  timed beside it, as `im-core time-paths` times them), i.e. what `im-core train` runs per step;
 - the same step forced to fp32 and contiguous memory (the rule's path on a CPU without native
   bf16 or AVX-512 at 32 px), which separates the data pipeline's gain from the numerical path's;
 - a plain reference loop: the same model and batch size in fp32, contiguous, eager, on float
@@ -109,8 +108,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     """One configuration, in this process: with glibc's default allocator, or (`heap_kept`) with
     freed memory kept in the heap as a job of the project runs (`runtime.keep_freed_memory`,
     which cannot be undone within a process). The project's step runs on `path_settings`, or
-    where None on the path a training job takes: the step timed on each candidate path as the
-    `time_numeric_paths` job times it, then `runtime.choose_path` on those timings."""
+    where None on the path a training job takes (the rule, runtime/path_rule.py), beside the step
+    timed on each candidate path as `im-core time-paths` times it."""
     import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -123,8 +122,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     from im_core.runtime.cuda_graphs import training_forward
     from im_core.runtime.devices import pick_device
     from im_core.runtime.numeric_path import choose_path
-    from im_core.runtime.path_timings import (ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second,
-                                              rate_label, time_paths)
+    from im_core.runtime.path_rule import path_label
+    from im_core.runtime.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, images_per_second, time_paths
     from im_core.runtime.process import keep_freed_memory
     from im_core.settings import NumericRequest
     from im_core.trainers.optim import make_optimizer
@@ -164,8 +163,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         timed = time_paths(lambda p: project({"precision": p.precision, "channels_last": p.channels_last})[1],
                            candidate_paths(cpu_has_native_bf16()), batch, ROUNDS, SECONDS_PER_ROUND)
         path_rates = {(p.precision, p.channels_last): statistics.median(v) for p, v in timed.items()}
-        chosen = choose_path(NumericRequest(), (size, size), measured=path_rates, graph_eligible=True)
-        path_settings = {"precision": chosen.precision, "channels_last": chosen.channels_last}
+        path_settings = {"precision": rule.precision, "channels_last": rule.channels_last}
     path, project_step, project_predict = project(path_settings)
     fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False, "cuda_graphs": False})[1]
     # on a GPU, the same path without CUDA graphs: what the graphs add
@@ -218,7 +216,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     if heap_kept and not cuda:   # CPU self time is the kernels' time; on a GPU it is their launch
         out["kernel_ms"] = kernel_ms_per_step(project_step)
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
-               path_rates={rate_label(*key): rate for key, rate in (path_rates or {}).items()},
+               path_rates={path_label(key): rate for key, rate in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
                peak_fp32=matmul_peak(torch.float32, threads, device),
                peak_bf16=matmul_peak(torch.bfloat16, threads, device) if cuda or cpu_has_native_bf16() else None,

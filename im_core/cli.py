@@ -45,13 +45,12 @@ def cmd_train(a):
     from .steps import train
     return train.run(a.data, a.out, TrainSettings.from_params(_settings(a.settings)), pseudo=a.pseudo, threads=a.threads,
                      model_id=a.model_id, generation=a.generation, progress=not a.no_progress,
-                     init_selection=a.init_selection, init_checkpoints=a.init_checkpoints,
-                     path_timings=a.path_timings)
+                     init_selection=a.init_selection, init_checkpoints=a.init_checkpoints)
 
 
 def cmd_time_paths(a):
     from .steps import time_paths
-    return time_paths.run(a.data, a.out, a.alpha, a.batch_size, a.threads)
+    return time_paths.run(a.data, a.out, a.alpha, a.batch_size, a.threads, a.rounds, a.precision, a.channels_last)
 
 
 def cmd_predict(a):
@@ -229,15 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true")
     sp.add_argument("--init-selection", help="trainer consistency: selection file naming the model to fine-tune")
     sp.add_argument("--init-checkpoints", nargs="+", help="trainer consistency: the checkpoints it ranks")
-    sp.add_argument("--path-timings", help="the training step's images/s per numerical path on this machine "
-                    "(im-core time-paths): precision and channels_last `auto` follow it")
 
-    sp = add("time-paths", cmd_time_paths, "time the training step on each numerical path this machine offers")
-    sp.add_argument("--data", required=True)
+    sp = add("time-paths", cmd_time_paths, "time the training step on each numerical path this machine offers "
+             "and say whether one is worth pinning (compute.numeric_path); it changes no job's path")
+    sp.add_argument("--data", required=True, help="a data store (results/<data set>/data.zarr)")
     sp.add_argument("--alpha", type=float, required=True, help="the U-Net's width multiplier")
     sp.add_argument("--batch-size", type=int, required=True)
-    sp.add_argument("--threads", type=int, default=1)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--threads", type=int, default=1, help="torch threads, as compute.train_threads")
+    sp.add_argument("--rounds", type=int, default=5, help="timed rounds per path (the paths alternate)")
+    sp.add_argument("--precision", default="auto", help="what the experiment's settings ask (the rule's path is "
+                    "the one to beat)")
+    sp.add_argument("--channels-last", default="auto")
+    sp.add_argument("--out", help="write the timings and the recommendation as JSON here")
 
     sp = add("predict", cmd_predict, "predict splits of a data store with one model")
     sp.add_argument("--checkpoint", required=True)

@@ -31,7 +31,6 @@ RECORD = PACKAGE / "code_versions.json"
 STEPS = {
     "prepare": "steps.prepare",
     "train": "steps.train",
-    "time_paths": "steps.time_paths",
     "predict": "steps.predict",
     "score": "steps.evaluate",
     "select": "steps.select",

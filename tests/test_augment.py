@@ -160,7 +160,7 @@ def test_a_path_runs_the_model_in_its_format_and_precision():
         out = model(x)
     assert out.dtype == torch.bfloat16 and out.shape == (2, 2, 16, 16)
     assert path.as_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True, "compile": False,
-                              "deterministic": False, "cuda_graph": False}
+                              "deterministic": False, "cuda_graph": False, "threads": None}
 
 
 def test_jobs_claim_the_gpu_with_the_fewest_jobs(tmp_path):

@@ -202,3 +202,19 @@ def test_comparison_carries_paths_and_the_stage_the_development_set_chooses(tmp_
     assert list(table["path"].fillna("")) == ["", "P/P", "PL/PL"]
     assert list(table["chosen"]) == [0, 2, 0]  # gen1's dev mIoU is the best after gen0, in both seeds
     assert list(table["dev_miou"]) == [0.3, 0.6, 0.5]
+
+
+def test_a_comparison_refuses_models_trained_on_different_numerical_paths(tmp_path):
+    def on_path(name, generation, path):
+        table = pd.read_csv(_metrics_csv(tmp_path / name, generation, 0.5))
+        table.assign(numeric_path=path).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+    ldt = on_path("ldt.csv", 0, "bf16+cl, 1 thread")
+    same = [("ldt", 0, [ldt]), ("im", 0, [ldt, on_path("im.csv", 1, "bf16+cl, 1 thread")])]
+    assert set(compare.comparison_table(same)["numeric_path"]) == {"bf16+cl, 1 thread"}
+    mixed = [("ldt", 0, [ldt]), ("im", 0, [ldt, on_path("im2.csv", 1, "fp32, 1 thread")])]
+    with pytest.raises(InputError, match=r"different numerical paths \(bf16\+cl, 1 thread: ldt seed 0 gen0.*fp32, 1 thread: im seed 0 gen1"):
+        compare.comparison_table(mixed)
+    # tables from before the path was recorded have none, and mix with any
+    old = [("ldt", 0, [_metrics_csv(tmp_path / "old.csv", 0, 0.4)]), ("im", 0, [ldt])]
+    assert set(compare.comparison_table(old)["numeric_path"]) == {"bf16+cl, 1 thread"}

@@ -173,3 +173,36 @@ def test_the_configuration_reference_is_written_from_the_schema():
     # every key the validator knows is documented, with its default, and the registries' names are in its enums
     assert "| `pseudo_labels` |" in text and "| `teachers` | integer | 3 |" in text
     assert '"im" or "model_ensemble"' in text and '"supervised" or "consistency" or "cct"' in text
+
+
+def test_compute_numeric_path_pins_every_experiment_unless_it_names_its_own():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["f"] = {"dataset": "d", "train": {"precision": "bf16"}}
+    cfg["compute"] = {"numeric_path": {"precision": "fp32", "channels_last": False}}
+    out = validate_config(cfg)
+    assert (out["experiments"]["e"]["train"]["precision"], out["experiments"]["e"]["train"]["channels_last"]) == ("fp32", False)
+    assert (out["experiments"]["f"]["train"]["precision"], out["experiments"]["f"]["train"]["channels_last"]) == ("bf16", False)
+    assert train_settings(out["experiments"]["e"], 0, 0).numeric.precision == "fp32"
+    assert validate_config(MINIMAL)["compute"]["numeric_path"] == {"precision": "auto", "channels_last": "auto"}
+
+
+def test_a_comparison_refuses_rows_on_different_numerical_paths():
+    cfg = {"datasets": {"d": {"source": "demo"}},
+           "experiments": {"d": {"dataset": "d", "generations": 1, "stage0": {"models": 2}, "students": {"models": 2},
+                                 "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}},
+                           "d_fp32": {"dataset": "d", "train": {"precision": "fp32"}}},
+           "comparisons": {"d": {"base": "d", "methods": ["ldt", "im"], "seeds": [0], "generations": 1}}}
+    validate_config(cfg)
+    mixed = copy.deepcopy(cfg)
+    mixed["comparisons"]["d"]["experiments"] = ["d_fp32"]
+    with pytest.raises(InputError, match=r"comparisons\.d: its rows ask for different numerical paths.*d_fp32 gen0"):
+        validate_config(mixed)
+    mixed["compute"] = {"numeric_path": {"precision": "fp32"}}   # one setting puts every row on one path
+    validate_config(mixed)
+
+
+def test_the_retired_timing_switch_is_accepted_with_a_warning(caplog):
+    cfg = dict(copy.deepcopy(MINIMAL), compute={"time_numeric_paths": False})
+    with caplog.at_level("WARNING"):
+        validate_config(cfg)
+    assert "compute.time_numeric_paths is no longer used" in caplog.text

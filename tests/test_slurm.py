@@ -57,9 +57,8 @@ def test_tiny_experiment_runs_as_slurm_jobs_through_the_profile(cluster, tmp_pat
     profile["slurm-no-account"] = True
     profile["slurm-status-command"] = "squeue"  # no accounting database on the test cluster
     profile["default-resources"]["slurm_partition"] = "debug"
-    for rule in ("train_model", "time_numeric_paths", "predict"):  # the test node has no GPU, few cores
+    for rule in ("train_model", "predict"):  # the test node has no GPU, few cores
         profile["set-resources"][rule].update({"gpu": 0, "cpus_per_task": 1, "mem_mb": 2000})
-    profile["set-threads"] = {"train_model": 1, "time_numeric_paths": 1, "predict": 1}
     profile["latency-wait"] = 5
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))

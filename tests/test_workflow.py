@@ -13,6 +13,9 @@ import yaml
 import zarr
 from PIL import Image
 
+from im_core.runtime.cpu import cpu_flags
+from im_core.runtime.path_rule import describe, plan_cpu_path
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
@@ -79,12 +82,15 @@ def test_outputs_of_every_generation(tiny_run):
             assert table["im_fraction"].iloc[0] == pytest.approx(float(im.mean()), abs=1e-4)
             assert table["pseudo_coverage"].between(0, 1).all() and table["pseudo_accuracy"].between(0, 1).all()
     assert (tiny_run / "results" / "logs" / "tiny" / "gen1" / "train_m0.log").read_text().count("val mIoU") >= 2
-    # the training jobs follow the step's timings on this machine, and their checkpoints say so
-    timings = json.loads((res / "path_timings" / "alpha0.25_batch8.json").read_text())
-    rates = {(r["precision"], r["channels_last"]): r["median"] for r in timings["rates"]}
-    assert {("fp32", False), ("fp32", True)} <= set(rates) and min(rates.values()) > 0
+    # the training jobs take the rule's path for this CPU, settled when the jobs were planned,
+    # with the configured threads; the checkpoints and the tables say which
     ckpt = torch.load(res / "gen1" / "models" / "m0" / "model.pt", map_location="cpu", weights_only=False)
-    assert ckpt["path_rates"] and ckpt["numeric_path"]["device"] == "cpu"
+    planned = plan_cpu_path("auto", "auto", cpu_flags(), (32, 32))
+    assert (ckpt["settings"]["precision"], ckpt["settings"]["channels_last"]) == planned
+    assert ckpt["numeric_path"]["device"] == "cpu" and ckpt["numeric_path"]["threads"] == 1
+    assert (ckpt["numeric_path"]["precision"], ckpt["numeric_path"]["channels_last"]) == planned
+    assert set(pd.read_csv(res / "gen1" / "metrics.csv")["numeric_path"]) == {describe(ckpt["numeric_path"])}
+    assert not (res / "path_timings").exists()
     assert not list(res.rglob(".*partial*"))  # no leftovers of atomic writes
 
 

@@ -200,7 +200,28 @@ def expand_comparisons(config: dict, validator, where: str) -> list[str]:
             found = check_experiment(name, exp, config, validator, where)
             errors += [f"{e} (from {key})" for e in found]
             config["experiments"][name] = exp
+        if not errors:
+            rows = list(expand_comparison(dataset, comp, base)) + list(comp["experiments"])
+            errors += mixed_numeric_paths(key, {row: config["experiments"][row] for row in rows}, where)
     return errors
+
+
+def mixed_numeric_paths(key: str, experiments: dict[str, dict], where: str) -> list[str]:
+    """A comparison's rows must ask for one numerical path (train.precision, train.channels_last,
+    in every generation): models trained on different paths differ by more than some of the
+    differences a table shows."""
+    asked: dict[tuple, list[str]] = {}
+    for name, exp in experiments.items():
+        for g in range(exp["generations"] + 1):
+            train = generation_settings(exp, g)["train"]
+            asked.setdefault((train["precision"], train["channels_last"]), []).append(f"{name} gen{g}")
+    if len(asked) <= 1:
+        return []
+    listed = "; ".join(f"precision {p}, channels_last {c}: {', '.join(rows[:3])}{' ...' if len(rows) > 3 else ''}"
+                       for (p, c), rows in asked.items())
+    return [f"{where}: {key}: its rows ask for different numerical paths ({listed}); results of different paths "
+            "are not comparable: give every row the same train.precision and train.channels_last (compute.numeric_path "
+            "sets them for the whole config)"]
 
 
 def check_start(name: str, exp: dict, experiments: dict, where: str) -> list[str]:

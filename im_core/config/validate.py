@@ -3,6 +3,7 @@ sets (config/datasets.py) and the checks across keys (config/checks.py)."""
 from __future__ import annotations
 
 import copy
+import logging
 
 from ..errors import InputError
 from .checks import check_experiment, check_start, expand_comparisons, segment_problems
@@ -14,6 +15,12 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
     """Return a validated copy of `config` with defaults filled in; raise InputError otherwise."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
+    pin_numeric_path(config)
+    if isinstance(config.get("compute"), dict) and "time_numeric_paths" in config["compute"]:
+        logging.getLogger("im_core.config").warning(
+            "%s: compute.time_numeric_paths is no longer used: no job follows a timing (it made a rerun's numbers "
+            "depend on the machine's load); the path is a rule of the CPU (compute.numeric_path pins it; "
+            "`im-core time-paths` says whether another path is clearly faster here)", where)
     errors = messages(validator_with_defaults(schema), config, where)
     if not errors:
         for name, ds in config["datasets"].items():
@@ -39,3 +46,18 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
     if errors:
         raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return config
+
+
+def pin_numeric_path(config: dict) -> None:
+    """compute.numeric_path's keys become the default of every experiment's train.precision and
+    train.channels_last (before the schema's defaults, so an experiment's own value wins)."""
+    compute = config.get("compute")
+    pin = compute.get("numeric_path") if isinstance(compute, dict) else None
+    experiments = config.get("experiments")
+    if not isinstance(pin, dict) or not isinstance(experiments, dict):
+        return
+    for exp in experiments.values():
+        if isinstance(exp, dict) and isinstance(exp.setdefault("train", {}), dict):
+            for key in ("precision", "channels_last"):
+                if key in pin:
+                    exp["train"].setdefault(key, pin[key])

@@ -6,6 +6,8 @@ import functools
 import os
 import platform
 
+from .path_rule import has_native_bf16
+
 
 # oneDNN's instruction-set levels, lowest first (ONEDNN_MAX_CPU_ISA names), and the CPU flags a
 # level below each threshold takes away from what oneDNN and ATen may use
@@ -56,5 +58,4 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    flags = cpu_flags() if flags is None else flags
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    return has_native_bf16(cpu_flags() if flags is None else flags)

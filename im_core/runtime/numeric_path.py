@@ -14,10 +14,12 @@ and recorded in every checkpoint. Measured (bench/throughput.py) on the project'
 - torch.compile gained under 10 % after 20-45 s of compiling, so it is an option, off by default;
 - `start_job` keeps freed memory in the heap, which spares every step's activations their page
   faults.
-Where CPUs disagree (channels-last at 32 px), a training job on a CPU follows the step's timings
-on this machine instead (`path_timings`, `faster_measured`) when a path beats the rule's by
-`MEASURED_MARGIN`. Runs on a CPU repeat bit for bit; on CUDA, `deterministic` asks PyTorch for deterministic
-algorithms (and turns cuDNN's autotuning off), since atomics-based kernels vary from run to run.
+On a CPU the path is a rule of the CPU's flags and the image size (path_rule.py), never a
+timing, and the workflow settles it when it plans the jobs, so it is part of each job's params.
+A CPU job's numbers also depend on its thread count (oneDNN splits its sums by thread), so the
+threads are part of the path too. Runs on a CPU repeat bit for bit; on CUDA, `deterministic`
+asks PyTorch for deterministic algorithms (and turns cuDNN's autotuning off), since
+atomics-based kernels vary from run to run.
 """
 from __future__ import annotations
 
@@ -28,13 +30,11 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..settings import NumericRequest
-from .cpu import cpu_flags, cpu_has_native_bf16
+from .cpu import cpu_flags
 from .devices import pick_device
+from .path_rule import describe, rule_channels_last, rule_precision
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# a measured path replaces the rule's only if it trains this much faster: timings of one machine
-# vary by several per cent from run to run, and a near tie must not flip a choice between runs
-MEASURED_MARGIN = 1.1
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -46,6 +46,12 @@ class NumericPath:
     compile: bool = False
     deterministic: bool = False
     cuda_graph: bool = False  # training forward/backward replayed as CUDA graphs (cuda_graphs.py)
+    threads: int | None = None  # torch's threads on a CPU (they change the sums, so the numbers)
+
+    @property
+    def label(self) -> str:
+        """fp32, fp32+cl, bf16+cl, ... (on a CPU with its threads: "bf16+cl, 2 threads")."""
+        return describe(self.as_dict())
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -87,27 +93,24 @@ def resolve_precision(requested: str, device: torch.device, flags: frozenset[str
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16(flags) else "fp32"
+    return rule_precision(requested, cpu_flags() if flags is None else flags)
 
 
 def resolve_channels_last(requested: str | bool, device: torch.device, image_size: tuple[int, int],
                           precision: str = "fp32", flags: frozenset[str] | None = None) -> bool:
     if requested != "auto":
         return bool(requested)
-    if device.type == "cuda" or precision == "bf16":
+    if device.type == "cuda":
         return True
-    flags = cpu_flags() if flags is None else flags
-    return "avx512f" in flags or min(image_size) >= 64
+    return bool(rule_channels_last(requested, precision, cpu_flags() if flags is None else flags, image_size))
 
 
 def choose_path(request: NumericRequest, image_size: tuple[int, int], device: torch.device | None = None,
-                flags: frozenset[str] | None = None, measured: dict[tuple[str, bool], float] | None = None,
-                graph_eligible: bool = False) -> NumericPath:
+                flags: frozenset[str] | None = None, graph_eligible: bool = False) -> NumericPath:
     """The path for one job from what its settings ask (`precision`, `channels_last`, `compile`,
-    `deterministic`, `cuda_graphs`); on a CPU with `measured` training images/s per (precision,
-    channels_last) of this machine (`path_timings`), the `auto` settings follow the measurement
-    (`faster_measured`). `graph_eligible`: the job's training step calls the model's forward once
-    per batch, as a CUDA graph needs (its outputs are overwritten at the next replay)."""
+    `deterministic`, `cuda_graphs`); `auto` follows the rules above (on a CPU, path_rule.py).
+    `graph_eligible`: the job's training step calls the model's forward once per batch, as a
+    CUDA graph needs (its outputs are overwritten at the next replay)."""
     device = device or pick_device()
     deterministic = bool(request.deterministic)
     if deterministic:
@@ -121,26 +124,9 @@ def choose_path(request: NumericRequest, image_size: tuple[int, int], device: to
     compile_model = bool(request.compile)
     cuda_graph = (device.type == "cuda" and request.cuda_graphs in ("auto", True) and not compile_model
                   and graph_eligible)
-    rule = NumericPath(device=str(device), precision=precision, channels_last=channels_last,
-                       compile=compile_model, deterministic=deterministic, cuda_graph=cuda_graph)
-    return faster_measured(rule, request, measured) if measured and device.type == "cpu" else rule
-
-
-def faster_measured(rule: NumericPath, request: NumericRequest, measured: dict[tuple[str, bool], float]
-                    ) -> NumericPath:
-    """The measured path that trains fastest among those the settings allow (an explicit
-    precision or memory format stays), if it beats the rule's path by `MEASURED_MARGIN`; else
-    the rule's path (also where the rule's path was not measured)."""
-    wanted_precision, wanted_layout = request.precision, request.channels_last
-    allowed = {key: rate for key, rate in measured.items()
-               if wanted_precision in ("auto", key[0]) and (wanted_layout == "auto" or bool(wanted_layout) == key[1])}
-    rule_rate = allowed.get((rule.precision, rule.channels_last))
-    if not rule_rate:
-        return rule
-    fastest = max(allowed, key=allowed.get)
-    if allowed[fastest] < MEASURED_MARGIN * rule_rate:
-        return rule
-    return replace(rule, precision=fastest[0], channels_last=fastest[1])
+    return NumericPath(device=str(device), precision=precision, channels_last=channels_last,
+                       compile=compile_model, deterministic=deterministic, cuda_graph=cuda_graph,
+                       threads=torch.get_num_threads() if device.type == "cpu" else None)
 
 
 def use_deterministic_algorithms() -> None:

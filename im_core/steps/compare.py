@@ -50,6 +50,7 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         row.update({k: float(best[k]) for k in GENERATION_STATS})
         path = best.get("path", "")
         row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
+        row["numeric_paths"] = sorted(set(table["numeric_path"].dropna().astype(str)) - {""}) if "numeric_path" in table else []
         rows.append(row)
     candidates = [r for r in rows if r["generation"] > 0] or rows
     chosen = max(candidates, key=lambda r: (r["dev_miou"], -r["generation"]))
@@ -62,6 +63,7 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
     """Methods x generations, each value the mean over seeds with its standard deviation
     (sample std; empty with one seed)."""
     per_run = pd.DataFrame([r for run in runs for r in run_rows(*run)])
+    numeric_path = one_numeric_path(per_run)
     values = ["dev_miou", *SCORES, "test_miou_models_mean", *GENERATION_STATS]
     order = {m: i for i, m in enumerate(dict.fromkeys(m for m, _, _ in runs))}
     out = []
@@ -69,7 +71,8 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
         row = {"method": method, "label": LABELS.get(method, method), "generation": generation,
                "seeds": group["seed"].nunique(), "models": int(group["models"].iloc[0]),
                # the best model's path per seed, and in how many seeds the dev set chooses this generation
-               "path": "/".join(group["path"]) if group["path"].str.len().any() else "", "chosen": int(group["chosen"].sum())}
+               "path": "/".join(group["path"]) if group["path"].str.len().any() else "", "chosen": int(group["chosen"].sum()),
+               "numeric_path": numeric_path}
         for v in values:
             row[v] = group[v].mean()
             row[f"{v}_std"] = group[v].std(ddof=1) if len(group) > 1 else np.nan
@@ -77,6 +80,22 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
     table = pd.DataFrame(out)
     table["_order"] = table["method"].map(order)
     return table.sort_values(["_order", "generation"]).drop(columns="_order").reset_index(drop=True)
+
+
+def one_numeric_path(per_run: pd.DataFrame) -> str:
+    """The one numerical path every model of the comparison was trained on (metrics.csv's
+    numeric_path; tables from before it was recorded have none). Models trained on different
+    paths differ by more than some of the differences a table shows, so a mix is refused."""
+    used: dict[str, list[str]] = {}
+    for _, r in per_run.iterrows():
+        for path in r["numeric_paths"]:
+            used.setdefault(path, []).append(f"{r['method']} seed {r['seed']} gen{r['generation']}")
+    if len(used) > 1:
+        listed = "; ".join(f"{path}: {', '.join(rows[:3])}{' ...' if len(rows) > 3 else ''}" for path, rows in used.items())
+        raise InputError(f"the comparison's models were trained on different numerical paths ({listed}); their "
+                         "differences would mix with the methods': rerun them on one path (pin compute.numeric_path "
+                         "and compute.train_threads, then rerun the training jobs of the other path)")
+    return next(iter(used), "")
 
 
 def _cell(row: pd.Series, column: str) -> str:

@@ -9,6 +9,7 @@ from ..builders import builder
 from ..data.read import read_split
 from ..data.splits import dev_positions
 from ..io import atomic_output, open_store, read_json, write_json
+from ..runtime.path_rule import describe
 
 
 def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] = ("val", "test"),
@@ -18,7 +19,8 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
     pred_store, data_store = open_store(predictions), open_store(data)
     attrs = data_store.attrs
     result = {"model_id": pred_store.attrs["model_id"], "generation": pred_store.attrs["generation"],
-              "lineage": pred_store.attrs.get("lineage", {})}
+              "lineage": pred_store.attrs.get("lineage", {}),
+              "numeric_path": describe(pred_store.attrs.get("train_numeric_path"))}
 
     def score(pred: np.ndarray, truth: np.ndarray) -> dict:
         return metrics.score(pred, truth, attrs["class_names"], attrs["ignore_index"], attrs["task"] == "multilabel")
@@ -74,7 +76,8 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
                "selected": "yes" if s["model_id"] in sel["selected"] else "no",
                "init": lineage.get("init", ""), "parent": lineage.get("parent", ""),
                "label_source": lineage.get("label_source", ""), "path": lineage.get("path", ""),
-               "best_so_far": sel.get("best_so_far", {}).get("model_id", "")}
+               "best_so_far": sel.get("best_so_far", {}).get("model_id", ""),
+               "numeric_path": s.get("numeric_path", "")}
         for split in ("dev", "val", "test"):
             row.update({f"{split}_{k}": v for k, v in s.get(split, s["val"]).items() if k != "images"})
         row.update(NO_PSEUDO_LABELS)

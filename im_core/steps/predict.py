@@ -52,7 +52,7 @@ def run(checkpoint: str, data: str, out: str, splits: list[str], batch_size: int
             "class_names": class_names, "palette": store.attrs["palette"],
             "ignore_index": store.attrs["ignore_index"], "model_id": ckpt.get("model_id"),
             "generation": ckpt.get("generation"), "lineage": ckpt.get("lineage", {}), "splits": splits,
-            "numeric_path": path.as_dict(),
+            "numeric_path": path.as_dict(), "train_numeric_path": ckpt.get("numeric_path"),
             "confidence": "probability of the predicted label x 255, rounded (uint8)",
         })
     return counts

@@ -1,6 +1,7 @@
-"""The `time_numeric_paths` job: the project's training step timed on every numerical path this
-machine offers (runtime/path_timings.py says why and how), written as JSON for the training
-jobs of one data set, model width and batch size."""
+"""`im-core time-paths`: the project's training step timed on every numerical path this machine
+offers (runtime/path_timings.py), beside the path the rule gives (runtime/path_rule.py), and the
+path worth pinning with `compute.numeric_path` (path_rule.recommend). A diagnostic: no job
+follows it."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +14,15 @@ import torch
 from ..data.augment import NO_AUGMENT
 from ..data.batches import Batches, TrainingTensors
 from ..data.training_set import training_set
+from ..errors import InputError
 from ..io import open_store, write_json
 from ..models import build_model
 from ..models.losses import output_channels
-from ..runtime.cpu import cpu_has_native_bf16
+from ..runtime.cpu import cpu_flags, cpu_has_native_bf16
 from ..runtime.devices import pick_device
 from ..runtime.numeric_path import NumericPath
-from ..runtime.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, machine, rate_label, time_paths
+from ..runtime.path_rule import path_label, plan_cpu_path, recommend
+from ..runtime.path_timings import ROUNDS, SECONDS_PER_ROUND, candidate_paths, machine, time_paths
 from ..runtime.process import start_job
 from ..trainers.optim import make_optimizer
 from ..trainers.step import Objective, training_step
@@ -45,22 +48,39 @@ def training_steps(store, arrays, path: NumericPath, alpha: float, batch_size: i
     return lambda: training_step(model, opt, scaler, path, *next(stream), objective)
 
 
-def run(data: str, out: str, alpha: float, batch_size: int, threads: int = 1) -> dict:
+def _layout(value: str | bool) -> str | bool:
+    text = str(value).lower()
+    if text not in ("auto", "true", "false"):
+        raise InputError(f"--channels-last: auto, true or false, got {value!r}")
+    return text if text == "auto" else text == "true"
+
+
+def run(data: str, out: str | None, alpha: float, batch_size: int, threads: int = 1, rounds: int = ROUNDS,
+        precision: str = "auto", channels_last: str | bool = "auto") -> dict:
     start_job(threads)
     store = open_store(data)
+    size = list(store.attrs["size"])
+    rule = plan_cpu_path(precision, _layout(channels_last), cpu_flags(), size)
     record = {"machine": machine(), "threads": threads, "alpha": alpha, "batch_size": batch_size,
-              "image_size": list(store.attrs["size"]), "rates": []}
+              "image_size": size, "rule": path_label(rule), "rates": [], "recommended": path_label(rule)}
     if pick_device().type == "cuda":
-        log.info("CUDA: nothing to time, the training jobs take the rule's path")
+        log.info("CUDA: nothing to time, the jobs take the GPU's path")
     else:
         arrays = training_set(store, None)
         rates = time_paths(lambda path: training_steps(store, arrays, path, alpha, batch_size),
-                           candidate_paths(cpu_has_native_bf16()), batch_size, ROUNDS, SECONDS_PER_ROUND)
-        record["rates"] = [{"precision": path.precision, "channels_last": path.channels_last,
+                           candidate_paths(cpu_has_native_bf16()), batch_size, rounds, SECONDS_PER_ROUND)
+        by_key = {(path.precision, path.channels_last): values for path, values in rates.items()}
+        record["rates"] = [{"path": path_label(key), "precision": key[0], "channels_last": key[1],
                             "images_per_second": [round(r, 2) for r in values],
-                            "median": round(statistics.median(values), 2)} for path, values in rates.items()]
+                            "median": round(statistics.median(values), 2)} for key, values in by_key.items()]
+        record["recommended"] = path_label(recommend(rule, by_key))
         for row in record["rates"]:
-            log.info("%s%s: %.1f images/s (rounds: %s)", row["precision"], ", channels-last" if row["channels_last"] else "",
-                     row["median"], row["images_per_second"])
-    write_json(out, record)
-    return {"rates": {rate_label(r["precision"], r["channels_last"]): r["median"] for r in record["rates"]}}
+            log.info("%-8s %7.1f images/s (rounds: %s)%s", row["path"], row["median"], row["images_per_second"],
+                     "  <- the rule's path" if row["path"] == record["rule"] else "")
+        log.info("the rule's path: %s; worth pinning: %s", record["rule"],
+                 "nothing (no path beats the rule's clearly in every round)" if record["recommended"] == record["rule"]
+                 else f"{record['recommended']} (compute.numeric_path)")
+    if out:
+        write_json(out, record)
+    return {"rule": record["rule"], "recommended": record["recommended"],
+            "rates": {r["path"]: r["median"] for r in record["rates"]}}

@@ -36,7 +36,6 @@ from ..runtime import resume
 from ..runtime.cuda_graphs import training_forward
 from ..runtime.devices import pick_device
 from ..runtime.numeric_path import NumericPath, choose_path
-from ..runtime.path_timings import load_rates, rate_label
 from ..runtime.process import start_job
 from ..settings import TrainSettings
 from ..trainers import load_trainer, trainer_spec
@@ -62,7 +61,6 @@ class Job:
     class_names: list
     ignore: int
     path: NumericPath
-    measured: dict | None
     fingerprint: str
 
 
@@ -117,20 +115,16 @@ def graph_eligible(settings: TrainSettings) -> bool:
     return trainer_spec(settings.trainer).one_forward and not settings.feature_consistency
 
 
-def set_up(data: str, settings: TrainSettings, store, inputs: list[str], model_id: str, generation: int,
-           path_timings: str | None) -> Job:
-    """The store's facts, the numerical path (on a CPU, following this machine's timings where
-    given) and the job's fingerprint (settings, inputs, code, path)."""
+def set_up(data: str, settings: TrainSettings, store, inputs: list[str], model_id: str, generation: int) -> Job:
+    """The store's facts, the numerical path (runtime/numeric_path.py; on a CPU the workflow has
+    settled it in the settings) and the job's fingerprint (settings, inputs, code, path)."""
     check_options(settings)
     seed_everything(settings.seed)
     task, class_names, ignore = store.attrs["task"], store.attrs["class_names"], store.attrs["ignore_index"]
-    # timings are of CPU paths: a job that finds a GPU takes the GPU's path
-    measured = load_rates(path_timings) if path_timings and pick_device().type == "cpu" else None
-    path = choose_path(settings.numeric, tuple(store.attrs["size"]), measured=measured,
-                       graph_eligible=graph_eligible(settings))
+    path = choose_path(settings.numeric, tuple(store.attrs["size"]), graph_eligible=graph_eligible(settings))
     fingerprint = resume.fingerprint(settings.to_params(), inputs, model_id=model_id, generation=generation,
                                      numeric_path=path.as_dict())
-    return Job(settings, task, class_names, ignore, path, measured, fingerprint)
+    return Job(settings, task, class_names, ignore, path, fingerprint)
 
 
 # ---------------------------------------------------------------- data and model
@@ -278,7 +272,6 @@ def write_checkpoint(job: Job, loop: Loop, progress: Progress, store, out: str, 
             "select_metric": s.select_metric,
             "best_val_score": best["score"], "best_val_miou": best["scores"]["miou"], "best_step": best["step"],
             "history": progress.history, "settings": s.to_params(), "numeric_path": path.as_dict(),
-            "path_rates": {rate_label(*key): rate for key, rate in (job.measured or {}).items()},
             "resumed_at": progress.resumed_at,
             "fingerprint": job.fingerprint,
             "train_seconds": seconds}
@@ -291,12 +284,11 @@ def write_checkpoint(job: Job, loop: Loop, progress: Progress, store, out: str, 
 
 def run(data: str, out: str, settings: TrainSettings, pseudo: str | None = None, threads: int = 1,
         model_id: str = "", generation: int = 0, progress: bool = True,
-        init_selection: str | None = None, init_checkpoints: list[str] | None = None,
-        path_timings: str | None = None) -> dict:
+        init_selection: str | None = None, init_checkpoints: list[str] | None = None) -> dict:
     start_job(threads)
     store = open_store(data)
     inputs = [data] + [p for p in (pseudo, init_selection) if p] + list(init_checkpoints or [])
-    job = set_up(data, settings, store, inputs, model_id, generation, path_timings)
+    job = set_up(data, settings, store, inputs, model_id, generation)
     finished = resume.restore_done(out, job.fingerprint)
     if finished is not None:  # finished before, then removed by an interrupted Snakemake
         log.info("restored the model this job had finished (%s): the same settings, inputs and code",

@@ -1,4 +1,5 @@
 # Config validation, per-job settings and the helpers the rules share.
+import dataclasses
 import json
 import re
 import subprocess
@@ -9,6 +10,8 @@ sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 from im_core.builders import builder as builder_named
 from im_core.code_versions import code_version
 from im_core.errors import InputError
+from im_core.runtime.cpu import cpu_flags, cpu_name
+from im_core.runtime.path_rule import path_label, plan_cpu_path
 import im_core.config as imc
 import im_core.methods.comparisons as imm
 
@@ -40,6 +43,16 @@ GPUS = visible_gpus() if workflow.local_exec else 0
 GPU_PER_JOB = int(GPUS > 0) if COMPUTE["gpu"] == "auto" else int(COMPUTE["gpu"])
 if workflow.local_exec and GPU_PER_JOB and "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", max(GPUS, 1) * COMPUTE["jobs_per_gpu"])
+
+# On CPUs the numerical path of `auto` settings is a rule of the CPU flags of the machine that
+# plans the jobs (a cluster's nodes should share them, or pin compute.numeric_path: docs/speed.md)
+CPU_FLAGS = cpu_flags()
+if not GPU_PER_JOB:
+    _auto = plan_cpu_path("auto", "auto", CPU_FLAGS, None)
+    logger.info(
+        f"numerical path of CPU jobs with precision/channels_last auto: {_auto[0]}, channels-last "
+        f"{_auto[1]} (a rule of this CPU: {cpu_name()}; compute.numeric_path pins it)"
+    )
 
 
 def one_of(names):
@@ -194,9 +207,6 @@ def train_inputs(w):
     if pseudo:
         inputs["pseudo"] = pseudo
     settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
-    timings = path_timings_file(experiment(w)["dataset"], settings)
-    if timings:
-        inputs["path_timings"] = timings
     if int(w.gen) > 0 and settings.parent:
         inputs["init_selection"] = selection_file(w.exp, int(w.gen) - 1)
         # the best so far may be any earlier generation's model
@@ -205,15 +215,17 @@ def train_inputs(w):
     return inputs
 
 
-def path_timings_file(dataset, settings):
-    """The training step's timings per numerical path that a CPU training job with precision or
-    channels_last `auto` follows (one file per data set, model width and batch size); None on
-    GPUs, with both set, or with compute.time_numeric_paths off."""
-    if GPU_PER_JOB or not COMPUTE["time_numeric_paths"]:
-        return None
-    if settings.precision != "auto" and settings.channels_last != "auto":
-        return None
-    return f"results/{dataset}/path_timings/alpha{settings.model.alpha}_batch{settings.batch_size}.json"
+def planned_train_settings(w):
+    """A training job's settings with its numerical path settled: on CPUs, `auto` precision and
+    channels_last by the rule of this machine's CPU flags (im_core/runtime/path_rule.py), so the
+    path is part of the job's params and a change of it reruns the job; on GPUs the job settles
+    `auto` itself."""
+    settings = imc.train_settings(experiment(w), int(w.gen), int(w.idx))
+    if GPU_PER_JOB:
+        return settings
+    size = DATASETS[experiment(w)["dataset"]].get("size")
+    precision, channels_last = plan_cpu_path(settings.precision, settings.channels_last, CPU_FLAGS, size)
+    return dataclasses.replace(settings, precision=precision, channels_last=channels_last)
 
 
 def student_pseudo_store(exp, gen, idx):

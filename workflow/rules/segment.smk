@@ -29,6 +29,7 @@ rule segment_images:
     params:
         rank=lambda w: SEGMENT[w.name]["rank"],
         batch_size=lambda w: SEGMENT_BATCH[w.name],
+        threads=COMPUTE["predict_threads"],
         code=code_version("segment"),
     threads: COMPUTE["predict_threads"]
     resources:
@@ -40,4 +41,4 @@ rule segment_images:
     shell:
         "python -m im_core.cli segment --images {input.images:q} --selection {input.selection}"
         " --checkpoints {input.checkpoints} --rank {params.rank} --batch-size {params.batch_size}"
-        " --threads {threads} --out {output} --log {log}"
+        " --threads {params.threads} --out {output} --log {log}"

@@ -1,7 +1,7 @@
 # Training and prediction. gen0 = stage-0 models on the labeled split only (LDT);
 # gen g >= 1 = fresh students on the labeled split plus generation g's pseudo-labels (or, with
-# the consistency trainer, the previous generation's best model fine-tuned). On CPUs, the
-# training step is first timed on each numerical path, once per data set, width and batch size.
+# the consistency trainer, the previous generation's best model fine-tuned). A job runs the
+# configured threads whatever Snakemake grants: on a CPU the threads change the sums.
 
 
 rule train_model:
@@ -14,14 +14,14 @@ rule train_model:
     benchmark:
         "results/benchmarks/{exp}/gen{gen}/train_m{idx}.tsv"
     params:
-        settings=lambda w: as_json(imc.train_settings(experiment(w), int(w.gen), int(w.idx)).to_params()),
+        settings=lambda w: as_json(planned_train_settings(w).to_params()),
         pseudo=lambda w, input: f"--pseudo {input.pseudo}" if "pseudo" in input.keys() else "",
         init=lambda w, input: (
             f"--init-selection {input.init_selection} --init-checkpoints {' '.join(input.init_checkpoints)}"
             if "init_selection" in input.keys()
             else ""
         ),
-        timings=lambda w, input: f"--path-timings {input.path_timings}" if "path_timings" in input.keys() else "",
+        threads=COMPUTE["train_threads"],
         code=code_version("train"),
     threads: COMPUTE["train_threads"]
     resources:
@@ -31,35 +31,10 @@ rule train_model:
     conda:
         ENV
     shell:
-        "python -m im_core.cli train --data {input.data} {params.pseudo} {params.init} {params.timings}"
+        "python -m im_core.cli train --data {input.data} {params.pseudo} {params.init}"
         " --settings {params.settings:q}"
         " --model-id gen{wildcards.gen}_m{wildcards.idx} --generation {wildcards.gen}"
-        " --threads {threads} --out {output} --log {log}"
-
-
-rule time_numeric_paths:
-    input:
-        data="results/{dataset}/data.zarr",
-    output:
-        "results/{dataset}/path_timings/alpha{alpha}_batch{batch}.json",
-    log:
-        "results/logs/{dataset}/path_timings/alpha{alpha}_batch{batch}.log",
-    benchmark:
-        "results/benchmarks/{dataset}/path_timings/alpha{alpha}_batch{batch}.tsv"
-    wildcard_constraints:
-        alpha=r"[0-9.e+-]+",
-        batch=r"\d+",
-    params:
-        code=code_version("time_paths"),
-    threads: COMPUTE["train_threads"]
-    resources:
-        mem_mb=COMPUTE["train_mem_mb"],
-        runtime=10,
-    conda:
-        ENV
-    shell:
-        "python -m im_core.cli time-paths --data {input.data} --alpha {wildcards.alpha} --batch-size {wildcards.batch}"
-        " --threads {threads} --out {output} --log {log}"
+        " --threads {params.threads} --out {output} --log {log}"
 
 
 rule predict:
@@ -74,6 +49,7 @@ rule predict:
         "results/benchmarks/{exp}/gen{gen}/predict_m{idx}.tsv"
     params:
         batch_size=lambda w: imc.generation_settings(experiment(w), int(w.gen))["train"]["predict_batch_size"],
+        threads=COMPUTE["predict_threads"],
         code=code_version("predict"),
     threads: COMPUTE["predict_threads"]
     resources:
@@ -84,5 +60,5 @@ rule predict:
         ENV
     shell:
         "python -m im_core.cli predict --checkpoint {input.model} --data {input.data}"
-        " --splits val test unlabeled --batch-size {params.batch_size} --threads {threads}"
+        " --splits val test unlabeled --batch-size {params.batch_size} --threads {params.threads}"
         " --out {output} --log {log}"
