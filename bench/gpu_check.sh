@@ -34,7 +34,7 @@ timeout "${DEMO_LIMIT:-200}" python3 -m snakemake results/demo/gen3/metrics.csv 
     > "$OUT/demo.log" 2>&1
 echo "demo: exit $?, $(( $(date +%s) - t0 )) s"
 python3 bench/generations.py demo --summarize-only
-python3 -c "import torch; print(torch.load('results/demo/gen0/models/m0/model.pt', weights_only=False)['numeric_path'])"
+python3 -c "import torch; print(torch.load('results/demo/gen0/models/m0/model.pt', weights_only=True)['numeric_path'])"
 tar czf "$OUT/demo_results.tgz" results/demo/*/metrics.csv results/benchmarks/demo results/logs/demo 2>/dev/null
 grep -h "steps of batch\|best val" results/logs/demo/gen0/train_m0.log results/logs/demo/gen1/train_m0.log 2>/dev/null
 

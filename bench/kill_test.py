@@ -235,7 +235,7 @@ def resumed_jobs(workdir: Path) -> int:
     """Training jobs whose final model continued from a saved step, or was restored finished
     (after Snakemake, interrupted, had removed it)."""
     models = list((workdir / "results" / EXPERIMENT).glob("gen*/models/m*/model.pt"))
-    resumed = sum(bool(torch.load(p, map_location="cpu", weights_only=False).get("resumed_at")) for p in models)
+    resumed = sum(bool(torch.load(p, map_location="cpu", weights_only=True).get("resumed_at")) for p in models)
     logs = (workdir / "results" / "logs" / EXPERIMENT).glob("gen*/train_m*.log")
     return resumed + sum("restored the model this job had finished" in log.read_text() for log in logs)
 

@@ -152,7 +152,8 @@ def cmd_segment(a):
         checkpoint = segment.checkpoint_for(a.results, a.experiment, a.generation, a.rank)
     else:
         raise InputError(f"{given[0].replace('/', ' and ')}: pass both")
-    return segment.run(a.images, a.out, str(checkpoint), a.batch_size, a.threads, a.data)
+    return segment.run(a.images, a.out, str(checkpoint), a.batch_size, a.threads, a.data, a.intensity_range,
+                       a.max_image_pixels)
 
 
 def cmd_record_settings(a):
@@ -325,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="the data store the model trained on (older checkpoints lack size and palette)")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--intensity-range", default="auto",
+                    help="images of more than 8 bits: auto, dtype or LOW,HIGH scaled to 0..255, as the data set's "
+                         "intensity_range (docs/data.md); give the one the model was trained with")
+    sp.add_argument("--max-image-pixels", type=int,
+                    help="refuse larger images (default: Pillow's limit, 89478485, against decompression bombs)")
 
     sp = add("record-settings", cmd_record_settings, "write the settings in force for a generation as JSON")
     sp.add_argument("--settings", required=True)

@@ -140,8 +140,8 @@ def test_consistency_trainer_fine_tunes_the_best_teacher(store, teachers, tmp_pa
                        eval_every=2)
     train.run(str(store), str(tmp_path / "c.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
               init_selection=teachers["selection"], init_checkpoints=teachers["ckpts"])
-    tuned = torch.load(tmp_path / "c.pt", weights_only=False)
-    teacher = torch.load(teachers["ckpts"][1], weights_only=False)  # gen0_m1 ranks first
+    tuned = torch.load(tmp_path / "c.pt", weights_only=True)
+    teacher = torch.load(teachers["ckpts"][1], weights_only=True)  # gen0_m1 ranks first
     conv = next(k for k in teacher["state_dict"] if k.endswith("weight") and teacher["state_dict"][k].ndim == 4)
     assert torch.allclose(tuned["state_dict"][conv], teacher["state_dict"][conv], atol=1e-5)
     assert tuned["model_args"] == teacher["model_args"]

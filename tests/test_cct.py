@@ -130,5 +130,5 @@ def test_tiny_cct_then_im_from_its_models(tmp_path):
     table = pd.read_csv(tmp_path / "results" / "tiny" / "compare.csv").set_index(["method", "generation"])
     assert table.loc[("cct_im", 0), "test_miou"] == table.loc[("cct", 0), "test_miou"]  # gen0 = CCT's models
     assert ("cct_im", 1) in table.index
-    ckpt = torch.load(tmp_path / "results/tiny/compare/cct/seed0/gen0/models/m0/model.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "results/tiny/compare/cct/seed0/gen0/models/m0/model.pt", weights_only=True)
     assert ckpt["settings"]["trainer"] == "cct"

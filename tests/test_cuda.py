@@ -85,7 +85,7 @@ def test_evaluation_and_other_batch_shapes_run_eagerly():
 def test_a_training_job_on_the_gpu_records_its_path(store, tmp_path):
     out = tmp_path / "m.pt"
     train.run(str(store), str(out), replace(TRAIN_SETTINGS, steps=6), progress=False)
-    ckpt = torch.load(out, weights_only=False)
+    ckpt = torch.load(out, weights_only=True)
     assert ckpt["numeric_path"]["device"].startswith("cuda")
     assert ckpt["numeric_path"]["channels_last"] and ckpt["numeric_path"]["cuda_graph"]
     assert ckpt["numeric_path"]["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")

@@ -113,7 +113,7 @@ def test_tiny_dst_cbc_rounds_through_snakemake(tmp_path):
         assert store.attrs["teachers"] == [selection["best_so_far"]["model_id"]]
         table = pd.read_csv(res / "dst_cbc" / "seed0" / f"gen{g}" / "metrics.csv")
         assert table["best_so_far"].iloc[0].startswith("gen") and "pseudo_accuracy_background" in table.columns
-        ckpt = torch.load(res / "dst_cbc" / "seed0" / f"gen{g}" / "models" / "m0" / "model.pt", weights_only=False)
+        ckpt = torch.load(res / "dst_cbc" / "seed0" / f"gen{g}" / "models" / "m0" / "model.pt", weights_only=True)
         assert ckpt["lineage"]["parent"] == selection["best_so_far"]["model_id"]
         assert ckpt["settings"]["dynamic_gamma"] == 9 and ckpt["settings"]["labeled_share"] == 0.5
     im_store = zarr.open_group(str(res / "dst_cbc_im" / "seed0" / "gen1" / "pseudo.zarr"), mode="r")

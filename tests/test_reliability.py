@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import train_params
 
 from im_core import io
@@ -64,8 +65,9 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_an_unexpected_error_goes_to_the_log_with_the_step_and_file(store, tmp_path):
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(b"not a checkpoint")
+    broken = tmp_path / "broken.pt"   # a checkpoint whose model cannot be built: nothing a check foresaw
+    torch.save({"state_dict": {}, "model_args": {"in_channels": 3, "out_channels": 2, "alpha": -1.0},
+                "model_id": "m", "task": "multiclass", "class_names": ["a", "b"]}, broken)
     log = tmp_path / "predict.log"
     proc = _cli("predict", "--checkpoint", str(broken), "--data", str(store), "--out", str(tmp_path / "p.zarr"),
                 "--log", str(log))

@@ -104,7 +104,7 @@ def test_old_checkpoint_needs_the_data_store(tmp_path):
     from conftest import make_demo_store
 
     ckpt = make_checkpoint(tmp_path / "m.pt")
-    old = torch.load(ckpt, weights_only=False)
+    old = torch.load(ckpt, weights_only=True)
     del old["palette"], old["size"]
     facts = segment.model_facts(old, ckpt, make_demo_store(tmp_path / "data.zarr", n_images=10))
     assert facts["size"] == (16, 16) and len(facts["palette"]) >= 3
@@ -136,7 +136,7 @@ def test_output_inside_the_input_is_refused(tmp_path):
             segment.run(str(images), str(out), str(ckpt))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("someone's file")
-    with pytest.raises(InputError, match="not an earlier `im-core segment` output"):
+    with pytest.raises(InputError, match="holds files that `im-core segment` did not write \\(keep.txt\\)"):
         segment.run(str(images), str(tmp_path / "other"), str(ckpt))
     assert sorted(p.name for p in images.iterdir()) == ["a.png"]
 
@@ -170,3 +170,47 @@ def test_config_check_names_a_segment_entry_without_its_experiment_or_generation
         imc.validate_config({**base, "segment": {"new": {"experiment": "nope", "generation": 1, "images": "x"}}})
     with pytest.raises(InputError, match=r"segment\.new\.generation: 3 is beyond experiments\.e\.generations \(2\)"):
         imc.validate_config({**base, "segment": {"new": {"experiment": "e", "generation": 3, "images": "x"}}})
+
+
+def test_a_rerun_never_replaces_or_deletes_what_segment_did_not_write(tmp_path):
+    images = make_images(tmp_path / "in", {"a.png": (16, 16), "b.png": (16, 16)})
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "out"
+    segment.run(str(images), str(out), str(ckpt))
+    (out / "notes.txt").write_text("what I saw")                       # a person's files in the folder
+    (out / "masks" / "a_corrected.png").write_bytes(b"my mask")
+    (images / "b.png").unlink()                                        # an input gone: its old outputs go too
+    make_images(images, {"c.png": (16, 16)})
+    segment.run(str(images), str(out), str(ckpt))
+    assert (out / "notes.txt").read_text() == "what I saw" and (out / "masks" / "a_corrected.png").read_bytes() == b"my mask"
+    assert (out / "masks" / "c.png").exists() and not (out / "masks" / "b.png").exists()
+    # a hand-corrected mask where the rerun would write: it stops before any work, and names it
+    (out / "masks" / "a.png").write_bytes(b"corrected by hand")
+    with pytest.raises(InputError, match=r"would replace 1 file\(s\) .*changed since it wrote them \(masks/a.png\)"):
+        segment.run(str(images), str(out), str(ckpt))
+    assert (out / "masks" / "a.png").read_bytes() == b"corrected by hand" and (out / "summary.json").exists()
+    assert not list(tmp_path.glob(".out.partial*"))
+
+
+@pytest.mark.slow
+def test_the_workflow_reruns_a_segmentation_beside_the_persons_files(tmp_path):
+    from test_workflow import snakemake
+    import yaml
+    images = make_images(tmp_path / "photos", {"a.png": (20, 30), "b.jpg": (17, 9)})
+    work = tmp_path / "work"
+    work.mkdir()
+    config = {"datasets": {"d": {"source": "demo", "n_images": 40, "size": [16, 16], "labeled_fraction": 0.3,
+                                 "val_fraction": 0.2, "test_fraction": 0.2}},
+              "experiments": {"e": {"dataset": "d", "generations": 0, "stage0": {"models": 1}, "selection": {"top_k": 1},
+                                    "model": {"alpha": 0.25}, "train": {"steps": 2, "eval_every": 2, "batch_size": 4}}},
+              "segment": {"mine": {"experiment": "e", "generation": 0, "images": str(images)}}}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/segment/mine/summary.json"
+    run = snakemake(work, target)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = work / "results" / "segment" / "mine"
+    assert (out / "masks" / "a.png").exists() and (out / "previews" / "b.png").exists()
+    (out / "notes.txt").write_text("mine")
+    rerun = snakemake(work, "--forcerun", "segment_images", "--", target)
+    assert rerun.returncode == 0 and "segment_images" in rerun.stdout + rerun.stderr, rerun.stderr[-3000:]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "masks" / "a.png").exists()

@@ -30,7 +30,7 @@ def test_students_train_on_im_pseudo_labels(store, tmp_path, label_mode, extra):
     assert pl.attrs["teachers"] == ["gen0_m1", "gen0_m0"] and pl.attrs["label_mode"] == label_mode
     result = train.run(str(store), str(tmp_path / "student.pt"), SETTINGS, pseudo=str(tmp_path / "pseudo.zarr"),
                        model_id="gen1_m0", generation=1, progress=False)
-    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "student.pt", weights_only=True)
     assert ckpt["model_args"]["out_channels"] == 6 + extra
     assert ckpt["generation"] == 1 and 0.0 <= result["best_val_miou"] <= 1.0
     predict.run(str(tmp_path / "student.pt"), str(store), str(tmp_path / "ps.zarr"), ["test"])
@@ -40,8 +40,8 @@ def test_students_train_on_im_pseudo_labels(store, tmp_path, label_mode, extra):
 def test_training_is_reproducible_with_a_seed(store, tmp_path):
     a = train.run(str(store), str(tmp_path / "a.pt"), SETTINGS, progress=False)
     b = train.run(str(store), str(tmp_path / "b.pt"), SETTINGS, progress=False)
-    wa = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
-    wb = torch.load(tmp_path / "b.pt", weights_only=False)["state_dict"]
+    wa = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert a["best_val_miou"] == b["best_val_miou"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -87,7 +87,7 @@ def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeyp
     resumed = train.run(str(store), str(out), settings, progress=False, **init)
     assert resumed["resumed_at"] == [6] and whole["resumed_at"] == []
     assert not resume.resume_path(out).exists()
-    a, b = (torch.load(p, weights_only=False) for p in (tmp_path / "whole.pt", out))
+    a, b = (torch.load(p, weights_only=True) for p in (tmp_path / "whole.pt", out))
     assert a["best_step"] == b["best_step"] and a["history"] == b["history"]
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
@@ -106,7 +106,7 @@ def test_a_resume_state_of_other_settings_is_not_used(store, tmp_path, monkeypat
 def test_checkpoint_is_chosen_by_the_selection_metric(store, tmp_path):
     settings = replace(SETTINGS, steps=12, eval_every=2, select_metric="miou_per_image")
     train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
-    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     per_image = [h["val_miou_per_image"] for h in ckpt["history"]]
     assert ckpt["select_metric"] == "miou_per_image" and ckpt["best_val_score"] == max(per_image)
     assert ckpt["best_step"] == ckpt["history"][per_image.index(max(per_image))]["step"]
@@ -120,7 +120,7 @@ def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(st
                        options={"consistency_weight": 1.0})
     train.run(str(store), str(tmp_path / "ft.pt"), settings, progress=False,
               init_selection=str(tmp_path / "sel.json"), init_checkpoints=[str(tmp_path / "start.pt")])
-    start, ft = (torch.load(tmp_path / p, weights_only=False) for p in ("start.pt", "ft.pt"))
+    start, ft = (torch.load(tmp_path / p, weights_only=True) for p in ("start.pt", "ft.pt"))
     assert ft["lineage"] == {"generation": 0, "init": "parent", "parent": "gen0_m0",
                              "parent_checkpoint": str(tmp_path / "start.pt"), "label_source": "L", "path": ""}
     assert start["lineage"]["init"] == "scratch" and start["lineage"]["parent"] == ""
@@ -133,11 +133,11 @@ def test_consistency_fine_tune_keeps_its_starting_model_when_nothing_beats_it(st
 def test_a_finished_model_removed_by_an_interrupted_snakemake_is_restored_not_retrained(store, tmp_path):
     out = tmp_path / "m.pt"
     first = train.run(str(store), str(out), SETTINGS, progress=False)
-    weights = torch.load(out, weights_only=False)["state_dict"]
+    weights = torch.load(out, weights_only=True)["state_dict"]
     out.unlink()  # what Snakemake does to the output of a job that ended after it was interrupted
     again = train.run(str(store), str(out), SETTINGS, progress=False)
     assert again == first
-    assert all(torch.equal(weights[k], v) for k, v in torch.load(out, weights_only=False)["state_dict"].items())
+    assert all(torch.equal(weights[k], v) for k, v in torch.load(out, weights_only=True)["state_dict"].items())
     out.unlink()
     other = train.run(str(store), str(out), replace(SETTINGS, lr=0.001), progress=False)
     assert other != first  # other settings: trained, not restored
@@ -146,10 +146,10 @@ def test_a_finished_model_removed_by_an_interrupted_snakemake_is_restored_not_re
 def test_training_with_sgd_and_a_poly_schedule(store, tmp_path):
     settings = replace(SETTINGS, optimizer="sgd", momentum=0.9, schedule="poly", poly_power=0.9, lr=0.01, steps=6)
     result = train.run(str(store), str(tmp_path / "m.pt"), settings, progress=False)
-    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     assert 0 <= result["best_val_miou"] <= 1 and ckpt["settings"]["optimizer"] == "sgd"
     train.run(str(store), str(tmp_path / "a.pt"), replace(settings, optimizer="adamw", schedule="cosine"), progress=False)
-    other = torch.load(tmp_path / "a.pt", weights_only=False)["state_dict"]
+    other = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(other[k], v) for k, v in ckpt["state_dict"].items())  # the optimizer was used
 
 
@@ -169,8 +169,8 @@ def test_a_student_continues_from_its_parent(store, tmp_path, rule, parent_id):
     train.run(str(store), str(tmp_path / "s.pt"), settings, model_id="gen1_m0", generation=1, progress=False,
               init_selection=str(tmp_path / "sel.json"),
               init_checkpoints=[str(tmp_path / "p0.pt"), str(tmp_path / "p1.pt")])
-    student = torch.load(tmp_path / "s.pt", weights_only=False)
-    parent = torch.load(tmp_path / f"p{parent_id[-1]}.pt", weights_only=False)
+    student = torch.load(tmp_path / "s.pt", weights_only=True)
+    parent = torch.load(tmp_path / f"p{parent_id[-1]}.pt", weights_only=True)
     assert student["lineage"]["init"] == "parent" and student["lineage"]["parent"] == parent_id
     weights = {k: v for k, v in parent["state_dict"].items() if v.is_floating_point() and "running" not in k}
     assert all(torch.allclose(student["state_dict"][k], v, atol=1e-6) for k, v in weights.items())
@@ -185,7 +185,7 @@ def test_a_failed_cuda_graph_recording_trains_eagerly_and_says_so(store, tmp_pat
     tried = []
     monkeypatch.setattr(cuda_graphs, "graph_training_forward", lambda model, x, dtype: tried.append(x.shape) or False)
     eager = train.run(str(store), str(tmp_path / "eager.pt"), SETTINGS, progress=False)
-    ckpt = torch.load(tmp_path / "eager.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "eager.pt", weights_only=True)
     assert len(tried) == 1 and ckpt["numeric_path"]["cuda_graph"] is False  # tried once, at the first batch
     monkeypatch.setattr(train, "choose_path", choose)
     plain = train.run(str(store), str(tmp_path / "plain.pt"), replace(SETTINGS, cuda_graphs=False), progress=False)

@@ -84,7 +84,7 @@ def test_outputs_of_every_generation(tiny_run):
     assert (tiny_run / "results" / "logs" / "tiny" / "gen1" / "train_m0.log").read_text().count("val mIoU") >= 2
     # the training jobs take the rule's path for this CPU, settled when the jobs were planned,
     # with the configured threads; the checkpoints and the tables say which
-    ckpt = torch.load(res / "gen1" / "models" / "m0" / "model.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(res / "gen1" / "models" / "m0" / "model.pt", map_location="cpu", weights_only=True)
     planned = plan_cpu_path("auto", "auto", cpu_flags(), (32, 32))
     assert (ckpt["settings"]["precision"], ckpt["settings"]["channels_last"]) == planned
     assert ckpt["numeric_path"]["device"] == "cpu" and ckpt["numeric_path"]["threads"] == 1

@@ -3,7 +3,11 @@ composition of steps (trainers/, builders/, methods/stages.py) allows, compariso
 models, segment entries. Each returns messages that name the key."""
 from __future__ import annotations
 
+import re
+
 from ..builders import BUILDERS, builder
+from ..data.images import intensity_rule
+from ..errors import InputError
 from ..methods.comparisons import expand_comparison
 from ..methods.presets import BASELINES, METHODS
 from ..methods.stages import beam_models
@@ -11,6 +15,38 @@ from ..settings import PseudoSettings
 from ..trainers import TRAINERS, trainer_problems, trainer_spec
 from .resolve import gen0_settings, generation_settings
 from .schema import messages
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_RULE = ("names become folders under results/: start with a letter or digit, then only letters, digits, "
+             "'_', '.' and '-', without '..'")
+NAMED_SECTIONS = ("datasets", "experiments", "comparisons", "segment")
+
+
+# folders of results/ that hold no data set or experiment
+RESERVED_NAMES = frozenset({"segment", "logs", "benchmarks", "bench"})
+
+
+def name_problems(config: dict, where: str) -> list[str]:
+    """The user-given names of data sets, experiments, comparisons and segment entries, which become
+    path segments under results/ and wildcard values: SAFE_NAME, no '..' (checked before the
+    comparisons add their experiments, whose generated names hold '/compare/'). A name that is not
+    text (YAML reads `1:` as a number) is refused at once: the other checks sort and join names."""
+    errors, untyped = [], []
+    for section in NAMED_SECTIONS:
+        entries = config.get(section)
+        for name in entries if isinstance(entries, dict) else ():
+            if not isinstance(name, str):
+                untyped.append(f"{where}: {section}: name {name!r} is not text (YAML read a "
+                               f"{type(name).__name__}); put it in quotes ('{name}')")
+            elif not SAFE_NAME.fullmatch(name) or ".." in name:
+                errors.append(f"{where}: {section}: name {name!r} is not allowed; {NAME_RULE}")
+            elif section != "segment" and name in RESERVED_NAMES:
+                errors.append(f"{where}: {section}: name {name!r} is the workflow's own folder results/{name}/; "
+                              "choose another name")
+    if untyped:
+        raise InputError("invalid configuration:\n  " + "\n  ".join(untyped + errors))
+    return errors
 
 
 def segment_problems(config: dict, where: str) -> list[str]:
@@ -21,7 +57,12 @@ def segment_problems(config: dict, where: str) -> list[str]:
         if exp is None:
             errors.append(f"{where}: segment.{name}.experiment: {job['experiment']!r} is not an experiment; "
                           f"known: {sorted(config['experiments'])}")
-        elif job["generation"] > exp["generations"]:
+        if "intensity_range" in job:
+            try:
+                intensity_rule(job["intensity_range"], f"{where}: segment.{name}.intensity_range")
+            except InputError as e:
+                errors.append(str(e))
+        if exp is not None and job["generation"] > exp["generations"]:
             errors.append(f"{where}: segment.{name}.generation: {job['generation']} is beyond experiments."
                           f"{job['experiment']}.generations ({exp['generations']}); raise that or choose an earlier "
                           "generation")
@@ -32,9 +73,7 @@ def check_experiment(name: str, exp: dict, config: dict, validator, where: str) 
     key = f"experiments.{name}"
     if exp["dataset"] not in config["datasets"]:
         return [f"{where}: {key}.dataset: {exp['dataset']!r} is not a data set; known: {sorted(config['datasets'])}"]
-    errors = []
-    if "/" in name and not name.split("/")[1:2] == ["compare"]:
-        errors.append(f"{where}: {key}: experiment names may not contain '/' (used for comparisons' experiments)")
+    errors = []  # the names users give are checked by name_problems; only comparisons' hold '/'
     for g in sorted({0, 1} | {o["from_generation"] for o in exp["overrides"]}):
         resolved = generation_settings(exp, g)
         found = messages(validator, resolved, where, (key, f"(generation {g} after overrides)"))

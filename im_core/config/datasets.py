@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import synthetic, synthetic_cells
+from ..data.images import intensity_rule
 from ..data.split_lists import split_list_missing
 from ..data.splits import empty_split_message, split_sizes
 from ..data.suim import SUIM_CLASSES, SUIM_PALETTE
@@ -49,10 +50,15 @@ def _multiple_of_16(v: int) -> int:
 
 def dataset_problems(ds: dict, where: str = "config") -> list[str]:
     """What is wrong with a resolved data set entry, as far as it shows without reading images:
-    size, ignore_index, binary_255, crop sides, split lists, and splits the fractions leave empty."""
+    class names given twice, size, ignore_index, binary_255, crop sides, split lists, and splits the fractions leave empty."""
     key = f"{where}: datasets.{ds['name']}"
     n = len(ds["class_names"])
     errors = []
+    twice = sorted({c for c in ds["class_names"] if ds["class_names"].count(c) > 1})
+    if twice:
+        what = "label" if ds["task"] == "multilabel" else "class"
+        errors.append(f"{key}.class_names: {', '.join(map(repr, twice))} given more than once; give each {what} a "
+                      f"name of its own (the metrics have a column per {what})")
     if ds.get("size"):
         h, w = ds["size"]
         if h % 16 or w % 16:
@@ -73,6 +79,10 @@ def dataset_problems(ds: dict, where: str = "config") -> list[str]:
             errors.append(f"{key}.binary_255: applies to the folder source only (source is {ds['source']!r})")
         elif n != 2:
             errors.append(f"{key}.binary_255: maps mask value 255 to class 1 of a 2-class data set; this one has {n} classes")
+    try:
+        intensity_rule(ds.get("intensity_range"), f"{key}.intensity_range")
+    except InputError as e:
+        errors.append(str(e))
     if ds.get("crops_per_image") and ds.get("crop_min_side", 256) > ds.get("crop_max_side", 512):
         errors.append(f"{key}.crop_min_side: {ds['crop_min_side']} is larger than crop_max_side {ds['crop_max_side']}")
     lists = ds.get("split_lists") or {}

@@ -29,7 +29,10 @@ def validator_with_defaults(schema: dict) -> jsonschema.protocols.Validator:
                     instance.setdefault(name, copy.deepcopy(sub["default"]))
         yield from check_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+    # an integer is an int: JSON Schema counts 2.0 as one, but the code that reads it would not
+    types = base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
+    return jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=types)(schema)
 
 
 def _key_path(parts) -> str:
@@ -55,8 +58,55 @@ def messages(validator, instance: Any, where: str, prefix: tuple = ()) -> list[s
     return out
 
 
+class DuplicateKeyError(InputError):
+    """A key given twice in one mapping of a YAML file (PyYAML keeps the last one silently)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, as `file:line: key 'x' given
+    twice (first at line n)`. Anchors, aliases and merge keys (`<<: *x`) work as in SafeLoader: a
+    key from a merged mapping that the mapping itself sets again is an override, not a duplicate."""
+
+    def __init__(self, stream, where: str | None = None):
+        super().__init__(stream)
+        self.where = where or self.name
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node):
+        # called for every mapping before its merge keys are expanded (and for each merged one)
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            self._check_duplicates(node)
+        super().flatten_mapping(node)
+
+    def _check_duplicates(self, node) -> None:
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader's own error (unhashable key)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise DuplicateKeyError(f"{self.where}:{line}: key {key!r} given twice (first at line {first[key]})")
+            first[key] = line
+
+
+def strict_yaml_load(text: str, where: str) -> Any:
+    """yaml.safe_load, refusing duplicate keys (StrictLoader; `where` names the file in messages)."""
+    loader = StrictLoader(text, where)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml_file(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error becomes an InputError naming file:line:column."""
+    """Parse a YAML file; a syntax error becomes an InputError naming file:line:column, a key
+    given twice in one mapping a DuplicateKeyError (an InputError) naming file:line."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -64,7 +114,7 @@ def load_yaml_file(path: str | Path) -> Any:
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
     try:
-        return yaml.safe_load(text)
+        return strict_yaml_load(text, str(path))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

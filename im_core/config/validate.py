@@ -6,7 +6,7 @@ import copy
 import logging
 
 from ..errors import InputError
-from .checks import check_experiment, check_start, expand_comparisons, segment_problems
+from .checks import check_experiment, check_start, expand_comparisons, name_problems, segment_problems
 from .datasets import dataset_problems, resolve_dataset
 from .schema import load_schema, messages, validator_with_defaults
 
@@ -21,6 +21,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
             "%s: compute.time_numeric_paths is no longer used: no job follows a timing (it made a rerun's numbers "
             "depend on the machine's load); the path is a rule of the CPU (compute.numeric_path pins it; "
             "`im-core time-paths` says whether another path is clearly faster here)", where)
+    names = name_problems(config, where)  # reported with whatever else is wrong
     errors = messages(validator_with_defaults(schema), config, where)
     if not errors:
         for name, ds in config["datasets"].items():
@@ -31,7 +32,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
                 continue
             errors += dataset_problems(ds, where)
         if errors:
-            raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
+            raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(names + errors)))
         experiment_validator = validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
         for name, exp in config["experiments"].items():
             errors += check_experiment(name, exp, config, experiment_validator, where)
@@ -43,6 +44,7 @@ def validate_config(config: dict, schema: dict | None = None, where: str = "conf
             if name not in config["experiments"]:
                 errors.append(f"{where}: default_experiments: {name!r} is not an experiment; known: {sorted(config['experiments'])}")
         errors += segment_problems(config, where)
+    errors = names + errors
     if errors:
         raise InputError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return config

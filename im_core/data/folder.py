@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, few_names
-from .images import image_header, image_suffixes, read_image
+from .images import Intensity, image_header, image_suffixes, intensity_rule, read_image
 from .items import Item
 from .masks import MASK_READERS
 from .split_lists import fixed_splits
@@ -30,16 +31,43 @@ LAYOUT_DEFAULTS = {"images": "images", "masks": "masks", "unlabeled": "unlabeled
 def list_images(folder: Path, skipped: list[Path] | None = None, recursive: bool = False) -> list[Path]:
     """The files of `folder` (and its subfolders, with `recursive`) that Pillow can open (by
     suffix), sorted; hidden files and folders are left out. Other entries (files of other types,
-    subfolders when not recursive) are appended to `skipped` when given."""
-    images = []
-    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        if any(part.startswith(".") for part in p.relative_to(folder).parts):
-            continue
-        if p.is_file() and p.suffix.lower() in image_suffixes():
-            images.append(p)
-        elif skipped is not None and not (recursive and p.is_dir()):
-            skipped.append(p)
-    return images
+    subfolders when not recursive) are appended to `skipped` when given.
+
+    Recursive listing follows symbolic links to folders. Each folder is listed once, by its real
+    path: a link back to a folder being listed (a loop) and a second way to a folder already
+    listed are each named in a warning and not followed, so no image is listed twice."""
+    images: list[Path] = []
+    listed = {_real(folder): folder}
+
+    def visit(directory: Path, ancestors: frozenset[Path]) -> None:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError as e:
+            raise InputError(f"{directory}: cannot list this folder ({e}); fix its permissions or remove it") from e
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if p.is_file() and p.suffix.lower() in image_suffixes():
+                images.append(p)
+            elif recursive and p.is_dir():
+                real = _real(p)
+                if real in ancestors:
+                    log.warning("%s: a link back to %s, which holds it (a loop); not followed again", p, listed[real])
+                elif real in listed:
+                    log.warning("%s: the same folder as %s (a link); its images are listed once, under %s",
+                                p, listed[real], listed[real])
+                else:
+                    listed[real] = p
+                    visit(p, ancestors | {real})
+            elif skipped is not None:
+                skipped.append(p)
+
+    visit(folder, frozenset({_real(folder)}))
+    return sorted(images)
+
+
+def _real(folder: Path) -> Path:
+    return Path(os.path.realpath(folder))
 
 
 def name_key(pattern: str, relative: str) -> str | None:
@@ -121,10 +149,11 @@ def load_folder(cfg: dict) -> list[Item]:
         raise InputError(f"{images_dir}: no images found (looked for every format Pillow reads: .png, .jpg, .tif, "
                          f".bmp, .webp, ... named as layout.image_name: {layout['image_name']!r})")
     reader = MASK_READERS[layout["mask_format"]]
+    intensity = intensity_rule(cfg.get("intensity_range"), f"{key}.intensity_range")
     items = [_file_item(key_, path, masks.get(key_), lambda shape, files=masks.get(key_):
-                        functools.partial(reader, files, cfg, layout, shape))
+                        functools.partial(reader, files, cfg, layout, shape), intensity)
              for key_, path in images.items()]
-    items += [_file_item(key_, path, None, None) for key_, path in unlabeled.items()]
+    items += [_file_item(key_, path, None, None, intensity) for key_, path in unlabeled.items()]
     if layout["mask_format"] == "label_folders":
         bare = [it.name for it, k in zip(items, images) if not masks.get(k)]
         if bare:
@@ -134,14 +163,15 @@ def load_folder(cfg: dict) -> list[Item]:
     return items
 
 
-def _file_item(key: str, path: Path, mask_files, mask_reader: Callable | None) -> Item:
-    """An image file's item; `mask_reader(shape)` gives its mask reader (None: unlabeled)."""
+def _file_item(key: str, path: Path, mask_files, mask_reader: Callable | None, intensity: Intensity) -> Item:
+    """An image file's item; `mask_reader(shape)` gives its mask reader (None: unlabeled); the
+    image is read by the data set's bit-depth rule `intensity`."""
     h, w, gray = image_header(path)
     name = f"{key.rpartition('/')[0]}/{path.name}" if "/" in key else path.name
     label = (few_names([str(p) for p in mask_files.values()]) if isinstance(mask_files, dict)
              else str(mask_files or ""))
     read_mask = mask_reader((h, w)) if mask_reader else None
-    return Item(name, h, w, gray, functools.partial(read_image, path), read_mask, None, label)
+    return Item(name, h, w, gray, functools.partial(read_image, path, intensity=intensity), read_mask, None, label)
 
 
 def _label_folder_masks(masks_dir: Path, layout: dict, cfg: dict, recursive: bool, skipped: list[Path]

@@ -7,49 +7,60 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError, few_names
-from .images import nearest_palette_index, read_image
+from .images import decode, nearest_palette_index, read_image
 
 log = logging.getLogger("im_core.data")
 
 # Pillow formats whose compression changes pixel values: a class-index mask must not be stored in
 # them (WebP is refused only when the file is lossy, see `_is_lossy_webp`)
 LOSSY_MASK_FORMATS = ("JPEG", "MPO", "JPEG2000", "AVIF")
+INDEX_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N", "1")  # single-channel integer masks
 
 
-def _open_mask(path: Path) -> Image.Image:
-    im = Image.open(path)
-    if im.format in LOSSY_MASK_FORMATS or (im.format == "WEBP" and _is_lossy_webp(path)):
-        im.close()
-        raise InputError(f"{path}: mask stored as {im.format}{' (lossy)' if im.format == 'WEBP' else ''}, "
-                         "whose compression changes pixel values, so class indices come out wrong at "
-                         "edges; save the masks losslessly (PNG) from the original annotation")
-    return im
+def _refuse_lossy(path: Path) -> Callable[[Image.Image], None]:
+    def check(im: Image.Image) -> None:
+        if im.format in LOSSY_MASK_FORMATS or (im.format == "WEBP" and _is_lossy_webp(path)):
+            raise InputError(f"{path}: mask stored as {im.format}{' (lossy)' if im.format == 'WEBP' else ''}, "
+                             "whose compression changes pixel values, so class indices come out wrong at "
+                             "edges; save the masks losslessly (PNG) from the original annotation")
+    return check
+
+
+def _integer_values(values: np.ndarray, path: Path) -> np.ndarray:
+    if values.dtype.kind == "f":
+        raise InputError(f"{path}: mask holds float values; a mask holds integer class indices (or 0 / "
+                         "positive_value per label): save it as an 8- or 16-bit integer PNG or TIFF")
+    return values.astype(np.int64)
 
 
 def read_index_mask(path: Path) -> np.ndarray:
-    try:
-        with _open_mask(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "1"):
-                raise InputError(f"{path}: mask has mode {im.mode}; expected a single-channel class-index PNG "
-                                 "(pixel value = class index)")
-            return np.asarray(im).astype(np.int64)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: cannot read this mask ({e}); replace or remove the file") from e
+    """A single-channel class-index mask's values, unscaled (8- or 16-bit), at the displayed
+    orientation (EXIF applied, as for its image)."""
+    def index(im: Image.Image) -> np.ndarray:
+        if im.mode not in INDEX_MODES:
+            raise InputError(f"{path}: mask has mode {im.mode}; expected a single-channel class-index PNG "
+                             "(pixel value = class index)")
+        return np.asarray(im)
+
+    values, _ = decode(path, index, _refuse_lossy(path), "mask")
+    if values.ndim != 2:
+        raise InputError(f"{path}: mask has {values.shape[-1]} channels of more than 8 bits; expected a "
+                         "single-channel class-index PNG (pixel value = class index)")
+    return _integer_values(values, path)
 
 
 def read_channel_mask(path: Path) -> np.ndarray:
-    """A lossless mask as H x W x channels integers (1 channel for L/P/I modes)."""
-    try:
-        with _open_mask(path) as im:
-            values = np.asarray(im).astype(np.int64)
-            return values[..., None] if values.ndim == 2 else values
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: cannot read this mask ({e}); replace or remove the file") from e
+    """A lossless mask as H x W x channels integers (1 channel for L/P/I modes), unscaled, at the
+    displayed orientation."""
+    values, _ = decode(path, check=_refuse_lossy(path), what="mask")
+    values = _integer_values(values, path)
+    return values[..., None] if values.ndim == 2 else values
 
 
 def _is_lossy_webp(path: Path) -> bool:

@@ -29,6 +29,22 @@ def split_list_missing(cfg: dict, split: str) -> str | None:
     return msg
 
 
+def read_split_list(path: Path) -> list[str]:
+    """A split list's lines: UTF-8, with a byte order mark (as some Windows editors write one) and
+    CRLF or CR line ends taken off."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read this split list ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: split list is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
+                         "UTF-8, one image name per line") from e
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "").split("\n")
+
+
 def fixed_splits(cfg: dict, items: list[Item]) -> None:
     """Splits from the optional split lists (one file name, stem or sub-path per line); unlabeled
     images are 'unlabeled'. Sets each item's `split`."""
@@ -44,7 +60,7 @@ def fixed_splits(cfg: dict, items: list[Item]) -> None:
         if missing:
             raise InputError(missing)
         list_path = split_list_path(cfg, split)
-        for line_no, line in enumerate(list_path.read_text().splitlines(), 1):
+        for line_no, line in enumerate(read_split_list(list_path), 1):
             name = line.strip()
             if not name:
                 continue

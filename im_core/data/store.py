@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..errors import InputError, few_names
 from ..io import atomic_output, create_array, open_store, write_array
-from .images import resize_pair
+from .images import reading_images, resize_pair
 from .items import Item
 from .masks import check_binary_255
 from .sources import SOURCES
@@ -141,7 +141,14 @@ def prepare(cfg: dict, out: str | os.PathLike, threads: int = 1, window: int = 6
     `threads` threads), so memory stays flat in the number of images. Returns a summary.
 
     With crops_per_image, only the training splits (labeled, unlabeled) are cropped; validation
-    and test images are stored whole, resized to `size`, so they are evaluated whole."""
+    and test images are stored whole, resized to `size`, so they are evaluated whole. Images are
+    read by the rules of images.py: bit depth (`intensity_range`), EXIF orientation, and the
+    pixel limit `max_image_pixels` (an image over it is an error naming the file)."""
+    with reading_images(cfg.get("max_image_pixels"), f"datasets.{cfg['name']}.max_image_pixels"):
+        return _prepare(cfg, out, threads, window)
+
+
+def _prepare(cfg: dict, out: str | os.PathLike, threads: int, window: int) -> dict:
     items = SOURCES[cfg["source"]](cfg)
     split_names = assign_splits([it.split for it in items], cfg)
     size = store_size(cfg, items)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import InputError, few_names
 from .folder import by_key, warn_skipped
-from .images import image_header, nearest_palette_index, read_image
+from .images import image_header, intensity_rule, nearest_palette_index, read_image
 from .items import Item
 
 log = logging.getLogger("im_core.data")
@@ -33,6 +33,7 @@ def load_suim(cfg: dict) -> list[Item]:
         )
     items: list[Item] = []
     skipped: list[Path] = []
+    intensity = intensity_rule(cfg.get("intensity_range"), f"datasets.{cfg['name']}.intensity_range")
     for part, split in (("train_val", None), ("TEST", "test")):
         masks_by_stem = by_key(root / part / "masks", "{stem}.*", "masks", False, skipped)
         images = by_key(root / part / "images", "{stem}.*", "images", False, skipped)
@@ -45,7 +46,8 @@ def load_suim(cfg: dict) -> list[Item]:
             if mask_path is None:
                 raise InputError(f"{img_path}: no mask with this name in {root / part / 'masks'}")
             h, w, _ = image_header(img_path)
-            items.append(Item(f"{part}/{img_path.name}", h, w, False, functools.partial(read_image, img_path),
+            items.append(Item(f"{part}/{img_path.name}", h, w, False,
+                              functools.partial(read_image, img_path, intensity=intensity),
                               functools.partial(_read_suim_mask, mask_path, (h, w)), split, str(mask_path)))
     warn_skipped(skipped, f"datasets.{cfg['name']}.path")
     return items

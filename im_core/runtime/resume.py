@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from ..code_versions import code_version
+from ..errors import InputError
 from ..io import atomic_output, check_claim, remove_partials
+from .safe_load import read_torch_file
 
 log = logging.getLogger("im_core.resume")
 
@@ -54,7 +56,11 @@ def fingerprint(settings: dict, inputs: list[str | os.PathLike], **job: Any) -> 
 
 
 def random_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global generators' states as tensors and plain values (numpy's key as a tensor), so
+    that the resume state loads with weights_only=True."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached),
+              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -62,7 +68,8 @@ def random_states() -> dict:
 
 def set_random_states(states: dict) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    kind, key, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -81,9 +88,9 @@ def load(path: Path, expected_fingerprint: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated file from a kill during an older torch.save
-        log.warning("%s: unreadable resume state (%s); starting from step 0", path, e)
+        state = read_torch_file(path, "cpu", "resume state")
+    except InputError as e:  # a truncated file from a kill during an older torch.save, or not ours
+        log.warning("%s; removed, starting from step 0", e)
         path.unlink(missing_ok=True)
         return None
     if state.get("fingerprint") != expected_fingerprint:
@@ -114,8 +121,9 @@ def restore_done(out: str | os.PathLike, expected_fingerprint: str) -> dict | No
     if not done.exists():
         return None
     try:
-        ckpt = torch.load(done, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - an unreadable record is only a missed shortcut
+        ckpt = read_torch_file(done, "cpu", "record of a finished job")
+    except InputError as e:  # an unreadable record is only a missed shortcut
+        log.warning("%s; removed", e)
         ckpt = {}
     if ckpt.get("fingerprint") != expected_fingerprint:
         done.unlink(missing_ok=True)

@@ -1,16 +1,20 @@
 """Apply a trained model to a folder of new images: class-index PNGs and coloured previews.
 
-Every image file Pillow reads under the input folder (subfolders too, hidden files left out) is
-read as the model's input (RGB or grayscale), resized to the training size (bilinear) and
-predicted in batches; the probabilities are resized back to the image's own size (bilinear) and
-the labels taken there. Images are read, predicted and written a batch at a time, so memory stays
-flat in the number of images. The output folder is written under a temporary name and renamed
-when complete:
+Every image file Pillow reads under the input folder (subfolders too, linked ones followed once,
+hidden files left out) is read as the model's input (RGB or grayscale), resized to the training
+size (bilinear) and predicted in batches; the probabilities are resized back to the image's own
+size (bilinear) and the labels taken there. Images are read as data preparation reads them
+(data/images.py): at their displayed orientation (EXIF applied), so masks and previews have the
+displayed size and orientation and carry no EXIF orientation; more than 8 bits scaled to 0..255
+by `intensity_range` (give the one of the data set the model was trained on); an image over
+`max_image_pixels` is an error naming it. Images are read, predicted and written a batch at a
+time, so memory stays flat in the number of images. The output folder is written under a
+temporary name and renamed when complete:
 
     <out>/masks/<name>.png            multiclass, binary: class index per pixel (8-bit, palette PNG)
     <out>/masks/<label>/<name>.png    multilabel: 0/255 per label
     <out>/previews/<name>.png         the image blended with the palette colours
-    <out>/summary.json                checkpoint, model id, images, classes, seconds
+    <out>/summary.json                checkpoint, model id, images, classes, intensity_range, seconds
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.folder import list_images as list_image_files
-from ..data.images import read_image, resize_pair
+from ..data.images import AUTO, Intensity, intensity_rule, read_image, reading_images, resize_pair
 from ..errors import InputError, few_names
-from ..io import atomic_output, open_store, read_json
+from ..io import open_store, read_json
+from ..owned_folder import OwnedFolder
 from ..models.checkpoints import load_checkpoint
 from ..models.inference import predict_logits
 from ..models.losses import discretize_probabilities, probabilities
@@ -109,31 +114,28 @@ def output_names(files: list[Path]) -> list[Path]:
 
 
 def check_folders(images: str | os.PathLike, out: str | os.PathLike) -> None:
-    """Refuse an output folder equal to or inside the images folder, the images inside the output
-    (it is replaced as a whole), and an existing folder that is not an earlier segmentation."""
+    """Refuse an output folder equal to or inside the images folder, and one that holds the
+    images (what may be written into an existing output folder: owned_folder.py)."""
     src, dst = Path(images).resolve(), Path(out).resolve()
     if dst == src or src in dst.parents:
         raise InputError(f"--out {out}: inside the images folder {images}; choose an output folder outside it")
     if dst in src.parents:
-        raise InputError(f"--out {out}: holds the images folder {images}, and the output folder is replaced as a "
-                         "whole; choose another output folder")
-    if dst.exists() and not (dst.is_dir() and (not any(dst.iterdir()) or _is_segmentation(dst))):
-        raise InputError(f"--out {out}: an existing folder that is not an earlier `im-core segment` output; it would "
-                         "be replaced, so choose a new or empty folder")
+        raise InputError(f"--out {out}: holds the images folder {images}; choose another output folder")
 
 
-def _is_segmentation(folder: Path) -> bool:
-    try:
-        return read_json(folder / "summary.json").get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+def planned_outputs(names: list[Path], task: str, class_names: list[str]) -> set[str]:
+    """The files a run writes into its output folder (write_outputs, and summary.json)."""
+    masks = ([f"masks/{folder}/{name.as_posix()}" for folder in label_folders(class_names) for name in names]
+             if task == "multilabel" else [f"masks/{name.as_posix()}" for name in names])
+    return set(masks) | {f"previews/{name.as_posix()}" for name in names} | {"summary.json"}
 
 
-def read_input(path: Path, channels: int) -> np.ndarray:
-    """An image as H x W x `channels` uint8 (RGB, or grayscale for 1-channel models)."""
+def read_input(path: Path, channels: int, intensity: Intensity = AUTO) -> np.ndarray:
+    """An image as H x W x `channels` uint8 (RGB, or grayscale for 1-channel models), at its
+    displayed orientation, by the bit-depth rule `intensity`."""
     if channels not in (1, 3):
         raise InputError(f"the model reads {channels}-channel images; only 1 (grayscale) and 3 (RGB) are supported")
-    return read_image(path, channels)
+    return read_image(path, channels, intensity)
 
 
 # ---------------------------------------------------------------- labels and pictures
@@ -218,12 +220,17 @@ def model_facts(ckpt: dict, checkpoint: str | os.PathLike, data: str | os.PathLi
 
 
 def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: int = 1,
-        data: str | None = None) -> dict:
-    """Segment every image under `images` with the model of `checkpoint` into the folder `out`."""
+        data: str | None = None, intensity_range="auto", max_image_pixels: int | None = None) -> dict:
+    """Segment every image under `images` with the model of `checkpoint` into the folder `out`;
+    images of more than 8 bits are scaled by `intensity_range` (auto, dtype, [low, high]), images
+    of more than `max_image_pixels` pixels are refused (None: Pillow's limit)."""
     started = time.time()
     start_job(threads)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    if max_image_pixels is not None and max_image_pixels < 1:
+        raise InputError(f"--max-image-pixels {max_image_pixels}: must be at least 1")
+    intensity = intensity_rule(intensity_range, "--intensity-range")
     check_folders(images, out)
     files = list_images(images)
     if not files:
@@ -235,6 +242,8 @@ def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: i
     model, ckpt = load_checkpoint(checkpoint, device)
     facts = model_facts(ckpt, checkpoint, data)
     task, class_names, palette, size = facts["task"], facts["class_names"], facts["palette"], facts["size"]
+    folder = OwnedFolder(out, KIND, who="im-core segment")   # never over a file it did not write: stop before any work
+    folder.check(planned_outputs(names, task, class_names))
     channels = ckpt["model_args"]["in_channels"]
     request = NumericRequest.of_checkpoint(ckpt.get("settings"))
     if device.type == "cpu" and request.precision == "fp16":
@@ -244,10 +253,25 @@ def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: i
     log.info("%s (%s, %s, %d classes, trained at %dx%d) on %d images of %s, batches of %d on %s", checkpoint,
              ckpt.get("model_id"), task, len(class_names), *size, len(files), images, batch_size, path.as_dict())
     root = Path(images)
-    with atomic_output(out) as tmp, torch.inference_mode():
+    tmp = folder.staging()
+    try:
+        summary = _segment_into(tmp, root, files, names, model, path, ckpt, facts, channels, intensity,
+                                batch_size, max_image_pixels, checkpoint, images, started)
+        folder.commit(tmp)
+    finally:
+        folder.discard(tmp)
+    return {k: summary[k] for k in ("model_id", "images", "seconds")}
+
+
+def _segment_into(tmp: Path, root: Path, files: list, names: list[Path], model, path, ckpt: dict, facts: dict,
+                  channels: int, intensity, batch_size: int, max_image_pixels: int | None, checkpoint, images,
+                  started: float) -> dict:
+    """Every image's masks and preview, and summary.json, written under `tmp`."""
+    task, class_names, palette, size = facts["task"], facts["class_names"], facts["palette"], facts["size"]
+    with reading_images(max_image_pixels, "--max-image-pixels"), torch.inference_mode():
         for start in range(0, len(files), batch_size):
             part = list(zip(files[start:start + batch_size], names[start:start + batch_size]))
-            originals = [read_input(root / f, channels) for f, _ in part]
+            originals = [read_input(root / f, channels, intensity) for f, _ in part]
             batch = np.stack([resize_pair(im, None, size)[0] for im in originals])
             logits = torch.cat(list(predict_logits(model, batch, batch_size, path)))
             for (_, name), image, probs in zip(part, originals, probabilities(logits, task)):
@@ -259,6 +283,7 @@ def run(images: str, out: str, checkpoint: str, batch_size: int = 32, threads: i
                    "classes": class_names, "palette": palette, "training_size": list(size),
                    "masks": ("masks/<label>/<name>.png: 0/255 per label" if task == "multilabel"
                              else "masks/<name>.png: class index per pixel"),
-                   "numeric_path": path.as_dict(), "seconds": round(time.time() - started, 3)}
+                   "intensity_range": intensity.describe(), "numeric_path": path.as_dict(),
+                   "seconds": round(time.time() - started, 3)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return {k: summary[k] for k in ("model_id", "images", "seconds")}
+    return summary

@@ -1,6 +1,8 @@
 # Config validation, per-job settings and the helpers the rules share.
 import dataclasses
+import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,11 +11,31 @@ sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
 from im_core.builders import builder as builder_named
 from im_core.code_versions import code_version
+from im_core.data.provenance import differences, fingerprint, source_manifest
 from im_core.errors import InputError
 from im_core.runtime.cpu import cpu_flags, cpu_name
-from im_core.runtime.path_rule import path_label, plan_cpu_path
+from im_core.runtime.path_rule import plan_cpu_path
 import im_core.config as imc
 import im_core.methods.comparisons as imm
+
+
+def refuse_duplicate_keys(paths):
+    """Snakemake reads the config files with PyYAML, whose last duplicate key wins silently: read
+    each one again with the strict loader, which names a key given twice (file:line)."""
+    seen = set()
+    for path in paths:
+        if os.path.realpath(path) in seen or not os.path.isfile(path):
+            continue
+        seen.add(os.path.realpath(path))
+        try:
+            imc.load_yaml_file(path)
+        except imc.DuplicateKeyError as e:
+            raise WorkflowError(str(e))
+        except InputError:
+            pass  # not YAML to PyYAML (e.g. JSON it does not read): Snakemake read it, the config check follows
+
+
+refuse_duplicate_keys(str(p) for p in workflow.configfiles)
 
 try:
     CONFIG = imc.validate_config(config, where="config")
@@ -110,6 +132,29 @@ def selection_file(exp, gen):
 def builder(w):
     """The pseudo-label builder of a job's generation (builders/)."""
     return builder_named(imc.pseudo_settings(experiment(w), int(w.gen)).builder)
+
+
+@functools.lru_cache(maxsize=None)
+def source_fingerprint(dataset):
+    """The fingerprint of the files a data set is read from (im_core/data/provenance.py), a
+    param of its preparation: any change of them rebuilds the store. Where a store exists and
+    its record differs, the plan says which files changed."""
+    manifest = source_manifest(DATASETS[dataset])
+    now = fingerprint(manifest)
+    store = f"results/{dataset}/data.zarr"
+    if now and os.path.isdir(store):
+        try:
+            import zarr
+
+            recorded = zarr.open_group(store, mode="r").attrs.get("source_manifest")
+        except Exception:  # an unreadable store is rebuilt anyway
+            recorded = None
+        if recorded is not None and fingerprint(recorded) != now:
+            logger.info(
+                f"datasets.{dataset}: files changed since {store} was built "
+                f"({'; '.join(differences(recorded, manifest))}): it and everything after it are rebuilt"
+            )
+    return now
 
 
 def data_store(w):

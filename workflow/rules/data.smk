@@ -10,6 +10,8 @@ rule prepare_data:
         "results/benchmarks/{dataset}/prepare_data.tsv"
     params:
         settings=lambda w: as_json(DATASETS[w.dataset]),
+        # the files it is read from: a changed, added or removed one rebuilds the store
+        sources=lambda w: source_fingerprint(w.dataset),
         code=code_version("prepare"),
     threads: COMPUTE["predict_threads"]
     resources:

@@ -1,6 +1,9 @@
 # New images segmented with a trained model (config `segment:`): results/segment/<name>/ holds
 # masks/, previews/ and summary.json, made by the generation's model of the configured rank on
-# the development set (1 = best), read from the generation's selection.
+# the development set (1 = best), read from the generation's selection. The declared output is
+# summary.json, not the folder: Snakemake removes a job's outputs before it runs, and people
+# keep corrected masks and notes in this folder; the job replaces only the files it wrote and
+# nobody changed since (im_core/owned_folder.py).
 
 SEGMENT = CONFIG["segment"]
 
@@ -15,11 +18,22 @@ for _name, _job in SEGMENT.items():
                             or imc.generation_settings(EXPERIMENTS[_exp], _gen)["train"]["predict_batch_size"])
 
 
+def segment_reading(name):
+    """How the entry's images are read: its own intensity_range and max_image_pixels, else
+    those of the experiment's data set (the model learned from images read so)."""
+    job = SEGMENT[name]
+    ds = DATASETS[EXPERIMENTS[job["experiment"]]["dataset"]]
+    rng = job.get("intensity_range", ds.get("intensity_range", "auto"))
+    args = f"--intensity-range {rng if isinstance(rng, str) else ','.join(str(v) for v in rng)}"
+    limit = job.get("max_image_pixels", ds.get("max_image_pixels"))
+    return args + (f" --max-image-pixels {limit}" if limit else "")
+
+
 rule segment_images:
     input:
         unpack(lambda w: SEGMENT_INPUTS[w.name]),
     output:
-        directory("results/segment/{name}"),
+        "results/segment/{name}/summary.json",
     log:
         "results/logs/segment/{name}.log",
     benchmark:
@@ -30,6 +44,7 @@ rule segment_images:
         rank=lambda w: SEGMENT[w.name]["rank"],
         batch_size=lambda w: SEGMENT_BATCH[w.name],
         threads=COMPUTE["predict_threads"],
+        reading=lambda w: segment_reading(w.name),
         code=code_version("segment"),
     threads: COMPUTE["predict_threads"]
     resources:
@@ -40,5 +55,5 @@ rule segment_images:
         ENV
     shell:
         "python -m im_core.cli segment --images {input.images:q} --selection {input.selection}"
-        " --checkpoints {input.checkpoints} --rank {params.rank} --batch-size {params.batch_size}"
-        " --threads {params.threads} --out {output} --log {log}"
+        " --checkpoints {input.checkpoints} --rank {params.rank} --batch-size {params.batch_size} {params.reading}"
+        " --threads {params.threads} --out results/segment/{wildcards.name} --log {log}"
