@@ -72,8 +72,9 @@ CPU_FLAGS = cpu_flags()
 if not GPU_PER_JOB:
     _auto = plan_cpu_path("auto", "auto", CPU_FLAGS, None)
     logger.info(
-        f"numerical path of CPU jobs with precision/channels_last auto: {_auto[0]}, channels-last "
-        f"{_auto[1]} (a rule of this CPU: {cpu_name()}; compute.numeric_path pins it)"
+        f"numerical path of CPU jobs with precision/channels_last auto: {_auto[0]}, "
+        f"{ {True: 'channels-last', False: 'contiguous'}.get(_auto[1], 'memory format by image size') } "
+        f"(by the CPU flags of {cpu_name()}; compute.numeric_path pins it)"
     )
 
 
@@ -357,3 +358,14 @@ def metrics_inputs(w):
         # so that a run to gen g leaves every earlier generation's table too
         inputs["previous"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/metrics.csv"
     return inputs
+
+
+def segment_reading(name):
+    """How the entry's images are read: its own intensity_range and max_image_pixels, else
+    those of the experiment's data set (the model learned from images read so)."""
+    job = CONFIG["segment"][name]
+    ds = DATASETS[EXPERIMENTS[job["experiment"]]["dataset"]]
+    rng = job.get("intensity_range", ds.get("intensity_range", "auto"))
+    args = f"--intensity-range {rng if isinstance(rng, str) else ','.join(str(v) for v in rng)}"
+    limit = job.get("max_image_pixels", ds.get("max_image_pixels"))
+    return args + (f" --max-image-pixels {limit}" if limit else "")

@@ -18,17 +18,6 @@ for _name, _job in SEGMENT.items():
                             or imc.generation_settings(EXPERIMENTS[_exp], _gen)["train"]["predict_batch_size"])
 
 
-def segment_reading(name):
-    """How the entry's images are read: its own intensity_range and max_image_pixels, else
-    those of the experiment's data set (the model learned from images read so)."""
-    job = SEGMENT[name]
-    ds = DATASETS[EXPERIMENTS[job["experiment"]]["dataset"]]
-    rng = job.get("intensity_range", ds.get("intensity_range", "auto"))
-    args = f"--intensity-range {rng if isinstance(rng, str) else ','.join(str(v) for v in rng)}"
-    limit = job.get("max_image_pixels", ds.get("max_image_pixels"))
-    return args + (f" --max-image-pixels {limit}" if limit else "")
-
-
 rule segment_images:
     input:
         unpack(lambda w: SEGMENT_INPUTS[w.name]),
