@@ -311,3 +311,67 @@ def test_a_tiny_im_run_through_snakemake_and_its_noop_rerun(tmp_path, model, siz
     assert ckpt["model_args"]["name"] == model["name"] and "weights" not in ckpt["model_args"]
     again = snakemake(tmp_path, "-n", "results/z/gen2/metrics.csv")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+
+
+# ---------------------------------------------------------------- the shipped configs
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "examples"
+
+
+def _cityscapes_folder(root):
+    """A tiny Cityscapes tree (train and val) and the split lists the example's comments make."""
+    import numpy as np
+    from PIL import Image
+    lines = {"labeled": [], "unlabeled": [], "val_half_a": [], "val_half_b": []}
+    for split, city, n in (("train", "aachen", 6), ("val", "frankfurt", 4)):
+        for f in range(n):
+            stem = f"{city}_000000_{f:06d}"
+            for folder, suffix, array in (("leftImg8bit", "leftImg8bit", np.full((8, 16, 3), 9 * f, np.uint8)),
+                                          ("gtFine", "gtFine_labelIds", np.full((8, 16), 7, np.uint8))):
+                path = root / folder / split / city / f"{stem}_{suffix}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+            image = f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"
+            which = (("labeled" if f < 2 else "unlabeled") if split == "train"
+                     else ("val_half_a" if f % 2 else "val_half_b"))
+            # UniMatch's lists: "image mask" per line; the example's `cut -d ' ' -f 1` keeps the image
+            lines[which].append(f"{image} gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds.png")
+    (root / "splits").mkdir()
+    for name, rows in lines.items():
+        target = {"labeled": "1_16_labeled", "unlabeled": "1_16_unlabeled"}.get(name, name)
+        (root / "splits" / f"{target}.txt").write_text("".join(r.split(" ")[0] + "\n" for r in rows))
+
+
+def _suim_folder(root):
+    import numpy as np
+    from PIL import Image
+    for part, n in (("train_val", 8), ("TEST", 2)):
+        for sub in ("images", "masks"):
+            (root / part / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(root / part / "images" / f"f{i}.jpg")
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / part / "masks" / f"f{i}.bmp")
+
+
+@pytest.mark.parametrize("example, target, jobs", [
+    # data store, then per generation: a training, prediction and score job per model, selection,
+    # metrics (and from gen1 the pseudo-labels), plus the preview and plots
+    ("cityscapes_pretrained", "results/cityscapes_1_16_deeplabv3plus_r50/gen3/metrics.csv", 52),
+    ("cityscapes_pretrained", "results/cityscapes_1_16_dinov2_s_dpt/gen3/metrics.csv", 52),
+    ("suim_resnet", "results/suim_unet_r34/gen5/metrics.csv", 114),
+])
+def test_the_shipped_pretrained_examples_validate_and_plan(tmp_path, example, target, jobs):
+    from test_workflow import snakemake
+    config = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    for name, ds in config["datasets"].items():
+        ds["path"] = str(tmp_path / name)
+        (_cityscapes_folder if ds["source"] == "folder" else _suim_folder)(tmp_path / name)
+    validated = validate_config(copy.deepcopy(config))
+    for exp in validated["experiments"].values():
+        assert exp["model"]["weights"] == "imagenet" and exp["model"]["name"] != "unet1x1"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(tmp_path, "-n", target)
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    total = [line.split()[-1] for line in out.splitlines() if line.strip().startswith("total")]
+    assert total and int(total[0]) == jobs, out[-2000:]
