@@ -70,9 +70,37 @@ class Params:
 
 @dataclass(frozen=True)
 class ModelSettings(Params):
-    """The 1x1 U-Net's width multiplier and dropout (schema: $defs.model)."""
-    alpha: float
-    dropout: float
+    """The model (schema: $defs.model): the 1x1 U-Net's width multiplier and dropout, or an
+    architecture on a pretrained encoder (name, encoder, its starting weights, the decoder's
+    learning-rate multiplier, the steps its encoder is frozen for). The 1x1 U-Net's params hold
+    alpha and dropout only, the others' everything but those (config/resolve.py), so the params
+    of the default model are what they were before there were others."""
+    alpha: float | None = None
+    dropout: float | None = None
+    name: str | None = None                  # None: the 1x1 U-Net (models/registry.DEFAULT)
+    encoder: str | None = None
+    weights: str | None = None               # imagenet, none, or a path
+    decoder_lr_multiplier: float | None = None
+    freeze_encoder_steps: int | None = None  # 0 never, N the first N steps, -1 always
+
+    @property
+    def architecture(self) -> str:
+        return self.name or "unet1x1"
+
+    @property
+    def pretrained_encoder(self) -> bool:
+        return self.architecture != "unet1x1"
+
+    def model_args(self, in_channels: int, out_channels: int) -> dict:
+        """What build_model takes and a checkpoint records (never the weights)."""
+        if not self.pretrained_encoder:
+            return dict(in_channels=in_channels, out_channels=out_channels, alpha=self.alpha, dropout=self.dropout)
+        return dict(in_channels=in_channels, out_channels=out_channels, name=self.name, encoder=self.encoder)
+
+    def frozen_at(self, step: int) -> bool:
+        """Whether the encoder is frozen at training step `step` (1-based)."""
+        steps = self.freeze_encoder_steps or 0
+        return steps < 0 or step <= steps
 
 
 @dataclass(frozen=True)

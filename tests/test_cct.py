@@ -92,12 +92,12 @@ def test_rampup_and_decoder_counts():
     assert cct.rampup_weight(100, 1000, 30, 0.1) == cct.rampup_weight(900, 1000, 30, 0.1) == 30
     assert cct.rampup_weight(0, 1000, 30, 0.0) == 30
     settings = {"weight": 30, "rampup": 0.1, "background_class": 0}
-    compact = cct.CrossConsistency(dict(settings, decoders=cct.COMPACT_DECODERS), 3, 0.5, "multiclass", 3, "cpu")
-    full = cct.CrossConsistency(dict(settings, decoders=cct.FULL_DECODERS), 3, 0.5, "multiclass", 3, "cpu")
+    compact = cct.CrossConsistency(dict(settings, decoders=cct.COMPACT_DECODERS), dict(out_channels=3, alpha=0.5), "multiclass", 3, "cpu")
+    full = cct.CrossConsistency(dict(settings, decoders=cct.FULL_DECODERS), dict(out_channels=3, alpha=0.5), "multiclass", 3, "cpu")
     assert len(compact.decoders) == 3 and len(full.decoders) == 30
     assert compact.kinds == ["dropout", "feature_drop", "feature_noise"]
     with pytest.raises(ValueError, match="unknown perturbations"):
-        cct.CrossConsistency(dict(settings, decoders={"blur": 1}), 3, 0.5, "multiclass", 3, "cpu")
+        cct.CrossConsistency(dict(settings, decoders={"blur": 1}), dict(out_channels=3, alpha=0.5), "multiclass", 3, "cpu")
 
 
 @pytest.mark.parametrize("decoders", [cct.COMPACT_DECODERS, {"vat": 1, "cutout": 1, "context_masking": 1,

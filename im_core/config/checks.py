@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..methods.comparisons import expand_comparison
 from ..methods.presets import BASELINES, METHODS
 from ..methods.stages import beam_models
+from ..models.registry import DEFAULT, model_problems, model_stride
 from ..settings import PseudoSettings
 from ..trainers import TRAINERS, trainer_problems, trainer_spec
 from .resolve import gen0_settings, generation_settings
@@ -88,6 +89,7 @@ def check_experiment(name: str, exp: dict, config: dict, validator, where: str) 
         if builder(pl["builder"]).uses_top_n(pseudo) and pl["teachers"] > sel["top_k"] and exp["generations"] >= 1:
             errors.append(f"{where}: {key}.pseudo_labels.teachers: {pl['teachers']} teachers but selection.top_k keeps only {sel['top_k']}")
         errors += _trainer_problems(key, resolved, g, where)
+        errors += _model_problems(key, resolved, config["datasets"][exp["dataset"]], g, where)
         if resolved["stage0"]["init"] != "scratch":
             errors.append(f"{where}: {key}.stage0.init: gen0 has no parent generation; use 'scratch'")
         students = resolved["students"]
@@ -139,6 +141,31 @@ def _trainer_problems(key: str, resolved: dict, g: int, where: str) -> list[str]
         errors.append(f"{where}: {key}: students.trainer {' or '.join(map(repr, without))} goes with "
                       f"pseudo_labels.builder 'none' (it uses no pseudo-labels) and only with it; got trainer "
                       f"{students!r}, builder {pl['builder']!r} (generation {g})")
+    return errors
+
+
+def _model_problems(key: str, resolved: dict, ds: dict, g: int, where: str) -> list[str]:
+    """The model of generation g: a known architecture and encoder (models/registry.py), the
+    data set's size a multiple of its stride, and Noisy Student's widening only where there is
+    a width (the 1x1 U-Net)."""
+    model = resolved["model"]
+    found = model_problems(model, f"{key}.model")
+    if found:
+        return [f"{where}: {m} (generation {g})" for m in found]
+    errors = []
+    stride, size = model_stride(model), ds.get("size")
+    if size and (size[0] % stride or size[1] % stride):
+        fit = [-(-v // stride) * stride for v in size]
+        errors.append(f"{where}: datasets.{ds['name']}.size: {size[0]}x{size[1]} is not a multiple of {stride} on both "
+                      f"sides, the stride of {key}.model ({model['name']}"
+                      f"{' on ' + model['encoder'] if model.get('encoder') else ''}); use e.g. {fit} (and a multiple "
+                      "of 16, the data set's own rule)")
+    noisy = resolved["noisy_student"]
+    if model["name"] != DEFAULT and noisy["enabled"] and g >= 1 and list(noisy["width"]) != [1.0, 1.0]:
+        errors.append(f"{where}: {key}.noisy_student.width: widening the students is defined for the 1x1 U-Net "
+                      f"(model.alpha), not for {model['name']!r} on {model['encoder']!r}; set noisy_student.width: "
+                      "[1.0, 1.0] to keep Noisy Student's input noise (a larger encoder per generation is a model "
+                      "override: overrides: [{from_generation: g, model: {encoder: ...}}])")
     return errors
 
 

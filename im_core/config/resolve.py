@@ -7,6 +7,7 @@ from ..builders import builder
 from ..methods.comparisons import deep_merge
 from ..methods.schedules import noisy_student_settings
 from ..methods.stages import ModelPlan, beam_models, plan_model
+from ..models.registry import model_params
 from ..settings import PseudoSettings, SelectionSettings, TrainSettings
 from ..trainers import trainer_spec
 
@@ -37,7 +38,7 @@ def train_settings(exp: dict, generation: int, model_index: int) -> TrainSetting
     s = generation_settings(exp, generation)
     section = s["stage0" if generation == 0 else "students"]
     spec = trainer_spec(section["trainer"], where="trainer")
-    params = {**s["train"], "model": s["model"], "seed": model_seed(exp["seed"], generation, model_index),
+    params = {**s["train"], "model": model_params(s["model"]), "seed": model_seed(exp["seed"], generation, model_index),
               "trainer": section["trainer"], "labels": section["labels"], "copies_seed": exp["seed"],
               # the checkpoint is chosen by the metric the selection ranks models by
               "select_metric": s["selection"]["metric"]}

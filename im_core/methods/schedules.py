@@ -23,10 +23,12 @@ def ramp(pair: list[float], generation: int, ramp_generations: int) -> float:
 def noisy_student_settings(train: TrainSettings, noisy: dict, generation: int, ramp_generations: int
                            ) -> TrainSettings:
     """A student's training settings with Noisy Student's width and noise for `generation`:
-    model.alpha times the width ramp; `pseudo_augment`, the input noise of the pseudo-labeled
+    model.alpha times the width ramp (the 1x1 U-Net's; other architectures have no width); `pseudo_augment`, the input noise of the pseudo-labeled
     pairs (as the IM authors' IM+: the labeled ground truth keeps the experiment's `augment`),
     each noise at least its ramp value."""
-    alpha = train.model.alpha * ramp(noisy["width"], generation, ramp_generations)
     noise = Photometric(**{key: max(getattr(train.augment, key), ramp(noisy[key], generation, ramp_generations))
                            for key in NOISE_KEYS})
+    if train.model.pretrained_encoder:  # no width to grow (config/checks.py refuses a width ramp for them)
+        return dataclasses.replace(train, pseudo_augment=noise)
+    alpha = train.model.alpha * ramp(noisy["width"], generation, ramp_generations)
     return dataclasses.replace(train, model=dataclasses.replace(train.model, alpha=alpha), pseudo_augment=noise)

@@ -22,7 +22,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise InputError(f"{path}: not a model checkpoint of this project (it lacks {missing})")
     args = ckpt["model_args"]
-    known = set(inspect.signature(build_model).parameters)
+    # the architecture's arguments; never `weights` (a rebuilt model gets its weights from the state)
+    known = set(inspect.signature(build_model).parameters) - {"weights"}
     if not isinstance(args, dict) or set(args) - known:
         raise InputError(f"{path}: model_args {args!r} are not arguments of this project's model ({sorted(known)})")
     return ckpt

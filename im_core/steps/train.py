@@ -40,7 +40,7 @@ from ..runtime.process import start_job
 from ..settings import TrainSettings
 from ..trainers import load_trainer, trainer_spec
 from ..trainers.base import TrainingContext
-from ..trainers.optim import lr_at, make_optimizer
+from ..trainers.optim import lr_at, make_optimizer, scaled_lr
 from ..trainers.start import initial_model
 from ..trainers.step import Objective, objective, training_step
 
@@ -111,8 +111,10 @@ def check_options(settings: TrainSettings) -> None:
 def graph_eligible(settings: TrainSettings) -> bool:
     """Whether a training step calls the model's forward once per batch, as a CUDA graph needs:
     a trainer that does (its TRAINERS row) without GIST/RIST's feature consistency (which runs
-    the model through another method)."""
-    return trainer_spec(settings.trainer).one_forward and not settings.feature_consistency
+    the model through another method), and an encoder that is not frozen for some steps only
+    (a graph recorded with the encoder's gradients would keep computing them)."""
+    return (trainer_spec(settings.trainer).one_forward and not settings.feature_consistency
+            and (settings.model.freeze_encoder_steps or 0) <= 0)
 
 
 def set_up(data: str, settings: TrainSettings, store, inputs: list[str], model_id: str, generation: int) -> Job:
@@ -152,8 +154,8 @@ def build_loop(job: Job, store, pseudo: str | None, model_id: str, init_selectio
     trainer = trainer_class(ctx)
     goal = objective(s, trainer, model, job.task, job.ignore)
     own = trainer.modules()
-    opt = make_optimizer(torch.nn.ModuleList([model, own]) if own is not None else model, s.optimizer, lr=s.lr,
-                         weight_decay=s.weight_decay, momentum=s.momentum)
+    opt = make_optimizer(model, s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum, own=own,
+                         decoder_lr_multiplier=s.model.decoder_lr_multiplier)
     # a compiled model has no forward_with_features/encode for the objectives that call them
     forward = (torch.compile(model) if path.compile and not goal.calls_model_parts
                else training_forward(model, path))
@@ -239,8 +241,11 @@ def train_loop(job: Job, loop: Loop, progress: Progress, out: str, state_file, s
                file=sys.stderr, leave=False, mininterval=2.0)
     loop.model.train()
     for step in range(progress.first_step, loop.total + 1):
+        lr = lr_at(step - 1, loop.total, s.lr, loop.warmup, s.schedule, s.poly_power)
         for group in loop.opt.param_groups:
-            group["lr"] = lr_at(step - 1, loop.total, s.lr, loop.warmup, s.schedule, s.poly_power)
+            group["lr"] = scaled_lr(group, lr)
+        if s.model.freeze_encoder_steps:
+            loop.model.freeze_encoder(s.model.frozen_at(step))
         drawn = loop.trainer.draw()
         x, y = next(loop.batches)
         loss = training_step(loop.forward, loop.opt, loop.scaler, job.path, x, y, loop.objective, drawn, step,

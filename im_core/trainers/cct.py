@@ -1,12 +1,14 @@
 """CCT, cross-consistency training (Ouali, Hudelot and Tami, "Semi-Supervised Semantic Segmentation
 with Cross-Consistency Training", CVPR 2020), as a stage-0 trainer.
 
-The U-Net's encoder is shared by its main decoder, trained on the labeled images, and by
-auxiliary decoders of the same structure that see perturbed encoder features (the bottleneck
-and every skip) of unlabeled images and are trained to agree with the main decoder's detached
+The model's encoder is shared by its main decoder, trained on the labeled images, and by
+auxiliary decoders of the same structure that see perturbed encoder features (every tensor its
+decoder takes: the 1x1 U-Net's bottleneck and skips, an smp encoder's feature pyramid, a ViT's
+tapped blocks on the patch grid) of unlabeled images and are trained to agree with the main decoder's detached
 prediction there: MSE between their probabilities, averaged over the decoders, weighted by
 w x exp(-5 (1 - t)^2) over the first `rampup` of training. Only the main decoder is kept, so a
-CCT checkpoint is a plain U-Net. The perturbations follow the official code's defaults; each is
+CCT checkpoint is a plain model of its architecture (models.auxiliary_decoder builds the
+others). The perturbations follow the official code's defaults; each is
 a small function on feature tensors.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..models.losses import discretize, probabilities
-from ..models.unet1x1 import Decoder
+from ..models import auxiliary_decoder
 from ..data.batches import UnlabeledViews
 from .base import Trainer as Base, TrainingContext
 
@@ -132,8 +134,7 @@ def rampup_weight(step: int, total: int, weight: float, rampup: float) -> float:
 class CrossConsistency:
     """The auxiliary decoders and the unsupervised loss of one CCT training job."""
 
-    def __init__(self, settings: dict, out_channels: int, alpha: float, task: str, num_classes: int,
-                 device: torch.device | str):
+    def __init__(self, settings: dict, model_args: dict, task: str, num_classes: int, device: torch.device | str):
         counts = settings["decoders"]
         unknown = sorted(set(counts) - set(PERTURBATIONS))
         if unknown:
@@ -141,7 +142,7 @@ class CrossConsistency:
         self.kinds = [kind for kind in PERTURBATIONS for _ in range(counts.get(kind, 0))]
         if not self.kinds:
             raise ValueError("cct.decoders: at least one auxiliary decoder is needed")
-        self.decoders = torch.nn.ModuleList(Decoder(out_channels, alpha) for _ in self.kinds).to(device)
+        self.decoders = torch.nn.ModuleList(auxiliary_decoder(model_args) for _ in self.kinds).to(device)
         self.weight, self.rampup = settings["weight"], settings["rampup"]
         self.background, self.task, self.num_classes = settings["background_class"], task, num_classes
 
@@ -173,8 +174,8 @@ class Trainer(Base):
 
     def __init__(self, ctx: TrainingContext):
         super().__init__(ctx)
-        self.cross = CrossConsistency(ctx.settings.options["cct"], ctx.model_args["out_channels"],
-                                      ctx.model_args["alpha"], ctx.task, ctx.num_classes, ctx.path.device)
+        self.cross = CrossConsistency(ctx.settings.options["cct"], ctx.model_args, ctx.task, ctx.num_classes,
+                                      ctx.path.device)
         self.views = UnlabeledViews(ctx.unlabeled_images(), ctx.settings.batch_size, ctx.settings.augment,
                                     ctx.generator, ctx.data_device)
 

@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..io import read_json
 from ..methods.stages import parent_id
 from ..models import build_model
+from ..models.registry import DEFAULT
 from ..models.checkpoints import checkpoints_by_id, load_checkpoint
 from ..models.losses import output_channels
 from ..runtime.numeric_path import NumericPath
@@ -23,14 +24,15 @@ log = logging.getLogger("im_core.train")
 def initial_model(settings: TrainSettings, task: str, num_classes: int, extra_class: bool, path: NumericPath,
                   init_selection: str | None, init_checkpoints: list[str] | None, model_id: str = "",
                   in_channels: int = 3, describe: str = "") -> tuple[torch.nn.Module, dict, dict | None]:
-    """A fresh U-Net, or a parent model of the previous generation to continue from (a trainer
+    """A fresh model (the settings' architecture; a pretrained encoder with its starting weights,
+    models/weights.py), or a parent model of the previous generation to continue from (a trainer
     that always continues its teacher, and `init: parent`); with the model's arguments and its
     parent (model id, checkpoint and path; None for a fresh model)."""
-    model_args = dict(in_channels=in_channels, out_channels=output_channels(task, num_classes, extra_class),
-                      alpha=settings.model.alpha, dropout=settings.model.dropout)
+    model_args = settings.model.model_args(in_channels, output_channels(task, num_classes, extra_class))
     always = trainer_spec(settings.trainer).continues_parent
     if not always and not settings.continues_parent:
-        return path.model(build_model(**model_args)), model_args, None
+        weights = settings.model.weights if settings.model.pretrained_encoder else "none"
+        return path.model(build_model(**model_args, weights=weights)), model_args, None
     if not (init_selection and init_checkpoints):
         what = (f"trainer {settings.trainer!r} fine-tunes the previous generation's best model" if always
                 else f"model {model_id} continues from a parent of the previous generation (init: parent)")
@@ -40,6 +42,12 @@ def initial_model(settings: TrainSettings, task: str, num_classes: int, extra_cl
     if ckpt["model_args"]["in_channels"] != in_channels:
         raise InputError(f"{init_path}: the parent reads {ckpt['model_args']['in_channels']}-channel images, this "
                          f"data store holds {in_channels}-channel images")
+    theirs = (ckpt["model_args"].get("name", DEFAULT), ckpt["model_args"].get("encoder"))
+    if theirs != (settings.model.architecture, settings.model.encoder):
+        raise InputError(f"{init_path}: the parent is a {theirs[0]}{' on ' + theirs[1] if theirs[1] else ''}, this "
+                         f"model's settings ask for a {settings.model.architecture}"
+                         f"{' on ' + settings.model.encoder if settings.model.encoder else ''}; a model continues its "
+                         "parent's architecture: give both generations the same model")
     if ckpt["model_args"]["out_channels"] != model_args["out_channels"]:
         raise InputError(f"{init_path}: the parent has {ckpt['model_args']['out_channels']} output channels, this "
                          f"model needs {model_args['out_channels']} (pseudo_labels.label_mode im_class adds one); "
