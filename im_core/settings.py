@@ -72,9 +72,12 @@ class Params:
 class ModelSettings(Params):
     """The model (schema: $defs.model): the 1x1 U-Net's width multiplier and dropout, or an
     architecture on a pretrained encoder (name, encoder, its starting weights, the decoder's
-    learning-rate multiplier, the steps its encoder is frozen for). The 1x1 U-Net's params hold
-    alpha and dropout only, the others' everything but those (config/resolve.py), so the params
-    of the default model are what they were before there were others."""
+    learning-rate multiplier, the steps its encoder is frozen for, gradient checkpointing). The
+    1x1 U-Net's params hold alpha and dropout only, the others' everything but those
+    (config/resolve.py; gradient_checkpointing only where it is on), so the params of the default
+    model are what they were before there were others. Gradient checkpointing is applied by the
+    training set-up (steps/train.py), not by build_model: it is not in model_args, and a
+    checkpoint rebuilds the same way with or without it."""
     alpha: float | None = None
     dropout: float | None = None
     name: str | None = None                  # None: the 1x1 U-Net (models/registry.DEFAULT)
@@ -82,6 +85,7 @@ class ModelSettings(Params):
     weights: str | None = None               # imagenet, none, or a path
     decoder_lr_multiplier: float | None = None
     freeze_encoder_steps: int | None = None  # 0 never, N the first N steps, -1 always
+    gradient_checkpointing: bool | None = None  # recompute the encoder in backward; None (left out): off
 
     @property
     def architecture(self) -> str:

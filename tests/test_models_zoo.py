@@ -1,7 +1,8 @@
 """The architectures on pretrained encoders (models/registry.py, smp_models.py, weights.py):
 each builds with random weights, trains a step, saves and reloads; weights from a file; the
 error without weights; strides, encoders and Noisy Student in the config checks; normalisation;
-the encoder's learning rate and freezing; training, resume, CCT, the mean teacher and a parent
+the encoder's learning rate and freezing; gradient checkpointing (the same loss, gradients and
+BatchNorm statistics, its config checks, through the training job); training, resume, CCT, the mean teacher and a parent
 through the training job; and (slow) a tiny IM run through Snakemake with the no-op rerun.
 Nothing here downloads: every model is built with `weights: none` or from a file written here."""
 import copy
@@ -276,6 +277,78 @@ def test_a_parent_of_another_architecture_is_refused(store32, tmp_path):
     with pytest.raises(InputError, match=r"the parent is a unet on resnet18, this model's settings ask for a fpn"):
         train.run(str(store32), str(tmp_path / "child.pt"), settings, progress=False, model_id="gen1_m0",
                   generation=1, init_selection=str(tmp_path / "sel.json"), init_checkpoints=[str(tmp_path / "start.pt")])
+
+
+# ---------------------------------------------------------------- gradient checkpointing
+
+@pytest.mark.parametrize("name, encoder, size", [("deeplabv3plus", "resnet18", 32),    # smp's ResNet: its stages
+                                                 ("unet", "tu-resnet18", 64),          # timm's CNN wrapper
+                                                 ("dpt", "tu-vit_tiny_patch16_224", 32)])  # timm's ViT blocks
+def test_gradient_checkpointing_gives_the_same_loss_gradients_and_statistics(name, encoder, size):
+    torch.manual_seed(0)
+    plain = build_model(**_args(name, encoder, out_channels=4)).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_gradient_checkpointing(True)
+    layers = [m for m in checkpointed.encoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    calls = {}
+    for layer in layers:
+        layer.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
+    x, y = torch.rand(2, 3, size, size) * 255, torch.randint(0, 4, (2, size, size))
+    losses = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(1)  # the same dropout masks (a recomputation replays the random state)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss.detach())
+    assert max(calls.values()) == 2  # the encoder's layers were run again in the backward pass
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+    grads = dict(plain.named_parameters())
+    for key, p in checkpointed.named_parameters():
+        torch.testing.assert_close(p.grad, grads[key].grad, rtol=1e-5, atol=1e-6, msg=key)
+    a, b = plain.state_dict(), checkpointed.state_dict()  # BatchNorm statistics updated once, as without it
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].double(), b[k].double(), atol=1e-6) for k in a)
+    with torch.no_grad():  # prediction is not affected
+        torch.testing.assert_close(plain.eval()(x), checkpointed.eval()(x))
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"gradient_checkpointing": True}, r"experiments\.e\.model\.gradient_checkpointing: applies to the pretrained-"
+                                       r"encoder architectures, not to 'unet1x1'"),
+    ({"name": "unet", "encoder": "efficientnet-b0", "gradient_checkpointing": True},
+     r"model\.gradient_checkpointing: not implemented for encoder 'efficientnet-b0'"),
+])
+def test_gradient_checkpointing_where_it_is_not_implemented_is_a_config_error(model, message):
+    with pytest.raises(InputError, match=message):
+        validate_config(_config(model, (32, 32)))
+
+
+def test_gradient_checkpointing_is_a_training_option_out_of_the_params_when_off(store32, tmp_path, monkeypatch):
+    from im_core.models.registry import model_params
+    from im_core.models.smp_models import EncoderDecoder
+    switched = []
+    original = EncoderDecoder.set_gradient_checkpointing
+    monkeypatch.setattr(EncoderDecoder, "set_gradient_checkpointing",
+                        lambda self, enable=True: (switched.append(enable), original(self, enable)))
+    on = {"name": "unet", "encoder": "resnet18", "gradient_checkpointing": True}
+    validate_config(_config({**on, "weights": "none"}, (32, 32)))
+    resolved = {"name": "unet", "encoder": "resnet18", "weights": "none", "decoder_lr_multiplier": 1.0,
+                "freeze_encoder_steps": 0, "alpha": 1.0, "dropout": 0.0}
+    assert "gradient_checkpointing" not in model_params({**resolved, "gradient_checkpointing": False})
+    assert model_params({**resolved, "gradient_checkpointing": True})["gradient_checkpointing"] is True
+    settings = zoo_settings(steps=2, eval_every=2, model=_model(gradient_checkpointing=True))
+    assert not train.graph_eligible(settings)
+    out, plain = tmp_path / "ckpt.pt", tmp_path / "plain.pt"
+    train.run(str(store32), str(out), settings, progress=False)
+    assert switched == [True]
+    train.run(str(store32), str(plain), zoo_settings(steps=2, eval_every=2), progress=False)
+    assert switched == [True]
+    saved, without = (torch.load(p, weights_only=True) for p in (out, plain))
+    assert saved["model_args"] == without["model_args"] == _args("unet", "resnet18",
+                                                                 out_channels=saved["model_args"]["out_channels"])
+    # the same weights and statistics as the job without it (CPU)
+    assert all(torch.equal(saved["state_dict"][k], without["state_dict"][k]) for k in saved["state_dict"])
+    model, _ = load_checkpoint(out, torch.device("cpu"))
+    assert not model.gradient_checkpointing
 
 
 # ---------------------------------------------------------------- end to end (Snakemake)

@@ -50,13 +50,14 @@ class EncoderFamily:
     kind: str          # "cnn" or "vit"
     stride: int | None  # the deepest features' stride (None: the patch size in the name)
     example: str
+    checkpointing: bool = True  # model.gradient_checkpointing is implemented for it (smp_models.py)
 
 
 ENCODER_FAMILIES: tuple[EncoderFamily, ...] = (
     EncoderFamily(r"resnet(18|34|50|101|152)", "cnn", 32, "resnet50"),
     EncoderFamily(r"resnext(50_32x4d|101_32x(4|8|16|32|48)d)", "cnn", 32, "resnext50_32x4d"),
-    EncoderFamily(r"efficientnet-b[0-7]", "cnn", 32, "efficientnet-b0"),
-    EncoderFamily(r"mobilenet_v2", "cnn", 32, "mobilenet_v2"),
+    EncoderFamily(r"efficientnet-b[0-7]", "cnn", 32, "efficientnet-b0", checkpointing=False),
+    EncoderFamily(r"mobilenet_v2", "cnn", 32, "mobilenet_v2", checkpointing=False),
     EncoderFamily(r"tu-(resnet|resnext|convnext|convnextv2|efficientnet|efficientnetv2|regnet[xyz]?)"
                   r"[A-Za-z0-9_]*(\.[A-Za-z0-9_]+)?", "cnn", 32, "tu-convnext_tiny"),
     EncoderFamily(r"tu-vit_[A-Za-z0-9]+_patch(?P<patch>\d+)[A-Za-z0-9_]*(\.[A-Za-z0-9_]+)?", "vit", None,
@@ -98,6 +99,10 @@ def model_problems(model: dict, key: str) -> list[str]:
     spec = ARCHITECTURES[name]
     encoder = model.get("encoder")
     if spec.smp_class is None:
+        if model.get("gradient_checkpointing"):
+            return [f"{key}.gradient_checkpointing: applies to the pretrained-encoder architectures, not to {name!r}: "
+                    "its 0.17-0.68 M parameters and narrow feature maps leave little to save by recomputing them; "
+                    "set it to false (or use a smaller train.batch_size)"]
         wrong = [k for k, off in (("encoder", None), ("decoder_lr_multiplier", 1.0), ("freeze_encoder_steps", 0))
                  if model.get(k, off) != off]
         if model.get("weights", "imagenet") not in ("imagenet", "none"):
@@ -118,13 +123,21 @@ def model_problems(model: dict, key: str) -> list[str]:
         return [f"{key}.encoder: {encoder!r} is a {'vision transformer' if family.kind == 'vit' else 'convolutional'} "
                 f"encoder, which architecture {name!r} does not take; use {' or '.join(map(repr, fits))}, or an "
                 f"encoder such as {', '.join(f.example for f in ENCODER_FAMILIES if f.kind in spec.encoders)}"]
+    if model.get("gradient_checkpointing") and not family.checkpointing:
+        fits = ", ".join(f.example for f in ENCODER_FAMILIES if f.checkpointing and f.kind in spec.encoders)
+        return [f"{key}.gradient_checkpointing: not implemented for encoder {encoder!r} (smp's own EfficientNet and "
+                f"MobileNetV2 have no checkpointing of their own); set it to false or use an encoder such as {fits}"]
     return []
 
 
 def model_params(model: dict) -> dict:
     """A resolved `model` section as a training job's params: the 1x1 U-Net's alpha and dropout
     only (its params are what they were before the other architectures), the others' all but
-    those."""
+    those; `gradient_checkpointing` only where it is on, so the params of a model without it are
+    what they were before it was a setting (it changes memory and time, not the results)."""
     if model.get("name", DEFAULT) == DEFAULT:
         return {"alpha": model["alpha"], "dropout": model["dropout"]}
-    return {k: model[k] for k in ("name", "encoder", "weights", "decoder_lr_multiplier", "freeze_encoder_steps")}
+    params = {k: model[k] for k in ("name", "encoder", "weights", "decoder_lr_multiplier", "freeze_encoder_steps")}
+    if model.get("gradient_checkpointing"):
+        params["gradient_checkpointing"] = True
+    return params

@@ -17,13 +17,18 @@ timm's encoders: a thin adapter that gives them what the rest of the project ask
   reassembled x4, x2, x1, x0.5, as DPT and Depth Anything / UniMatch V2 do) and its output
   resized to the input bilinearly, as those do. Its decoder widths follow UniMatch V2's small and
   base models (intermediate channels embed/8 .. embed, fusion embed/6), without the class
-  token (readout `ignore`, their default), with dynamic image size (positions interpolated).
+  token (readout `ignore`, their default), with dynamic image size (positions interpolated);
+- gradient checkpointing of the encoder (`set_gradient_checkpointing`, a training-time option
+  the training set-up applies; model_args do not record it): timm's own for `tu-` encoders,
+  torch.utils.checkpoint on the stages of smp's ResNet/ResNeXt encoders, and BatchNorm's running
+  statistics updated once a step, as without it.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from .registry import ARCHITECTURES, encoder_family, encoder_stride
 from .weights import build_with_weights
@@ -72,6 +77,8 @@ class EncoderDecoder(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
         self.encoder_frozen = False
+        self.checkpoint_stages = False  # smp's ResNet encoders: checkpoint their stages here
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -85,8 +92,56 @@ class EncoderDecoder(nn.Module):
         """The encoder's features, shallowest first, as smp's decoders take them (a ViT: one
         tensor per tapped block on the patch grid; the class token is not used)."""
         x = (x - self.input_mean) / self.input_std
-        features = self.encoder(x)
+        if not (self.gradient_checkpointing and torch.is_grad_enabled()):
+            features = self.encoder(x)
+        else:
+            # the whole recomputation runs (no early stop), so the BatchNorm hooks below restore
+            with set_checkpoint_early_stop(False):
+                features = self._resnet_stages(x) if self.checkpoint_stages else self.encoder(x)
         return list(features[0] if self.vit else features)
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the encoder's activations in the backward pass instead of keeping them.
+
+        timm's encoders (`tu-` names: CNNs through timm's feature wrapper, ViTs) have their own
+        switch, `set_grad_checkpointing`, which checkpoints each stage or block. smp's ResNet and
+        ResNeXt encoders are torchvision's ResNet, which has none (neither does smp): their five
+        stages run under torch.utils.checkpoint here (`_resnet_stages`, smp's ResNetEncoder.forward
+        stage by stage); each stage's input is a feature the decoder keeps anyway, so checkpointing
+        every stage costs no memory of its own. smp's other own encoders (EfficientNet,
+        MobileNetV2) are refused (the config check names them).
+
+        A recomputation runs BatchNorm in training mode a second time, which would update its
+        running statistics twice a step (torch's checkpoint and timm's alike): the statistics are
+        put back after every forward that runs inside the backward pass, so a step updates them
+        once, as without checkpointing."""
+        from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+        from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
+        from segmentation_models_pytorch.encoders.timm_vit import TimmViTEncoder
+
+        if isinstance(self.encoder, (TimmUniversalEncoder, TimmViTEncoder)):
+            self.encoder.model.set_grad_checkpointing(enable)
+        elif isinstance(self.encoder, ResNetEncoder):
+            self.checkpoint_stages = enable
+        elif enable:
+            raise ValueError(f"gradient checkpointing is not implemented for {type(self.encoder).__name__}")
+        self.gradient_checkpointing = enable
+        if enable and not getattr(self, "recompute_hooks", False):  # once; they do nothing outside a recompute
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.register_forward_pre_hook(_save_statistics_in_recompute)
+                    module.register_forward_hook(_restore_statistics_after_recompute)
+            self.recompute_hooks = True
+
+    def _resnet_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """smp's ResNetEncoder.forward (smp 0.6) with each stage under torch.utils.checkpoint."""
+        e = self.encoder
+        stages = [lambda t: e.relu(e.bn1(e.conv1(t))), lambda t: e.layer1(e.maxpool(t)), e.layer2, e.layer3, e.layer4]
+        features = [x]
+        for stage in stages[:e._depth]:
+            x = checkpoint(stage, x, use_reentrant=False)
+            features.append(x)
+        return features
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.decoder(features)
@@ -110,6 +165,27 @@ class EncoderDecoder(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._NormBase):
                     module.eval()
         return self
+
+
+def _in_recompute() -> bool:
+    """Whether a forward runs inside the backward pass: an activation checkpoint's recomputation
+    (the autograd engine's current graph task; -1 outside backward)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def _save_statistics_in_recompute(module: nn.Module, inputs) -> None:
+    if module.training and module.track_running_stats and _in_recompute():
+        module._statistics_before_recompute = [b.clone() for b in (module.running_mean, module.running_var,
+                                                                   module.num_batches_tracked) if b is not None]
+
+
+def _restore_statistics_after_recompute(module: nn.Module, inputs, output) -> None:
+    saved = module.__dict__.pop("_statistics_before_recompute", None)
+    if saved is not None:
+        with torch.no_grad():
+            for buffer, value in zip([b for b in (module.running_mean, module.running_var, module.num_batches_tracked)
+                                      if b is not None], saved):
+                buffer.copy_(value)
 
 
 def build(name: str, encoder: str, in_channels: int, out_channels: int, weights: str = "none") -> EncoderDecoder:

@@ -112,9 +112,10 @@ def graph_eligible(settings: TrainSettings) -> bool:
     """Whether a training step calls the model's forward once per batch, as a CUDA graph needs:
     a trainer that does (its TRAINERS row) without GIST/RIST's feature consistency (which runs
     the model through another method), and an encoder that is not frozen for some steps only
-    (a graph recorded with the encoder's gradients would keep computing them)."""
+    (a graph recorded with the encoder's gradients would keep computing them), without gradient
+    checkpointing (its recomputation runs Python hooks inside the backward pass)."""
     return (trainer_spec(settings.trainer).one_forward and not settings.feature_consistency
-            and (settings.model.freeze_encoder_steps or 0) <= 0)
+            and (settings.model.freeze_encoder_steps or 0) <= 0 and not settings.model.gradient_checkpointing)
 
 
 def set_up(data: str, settings: TrainSettings, store, inputs: list[str], model_id: str, generation: int) -> Job:
@@ -147,6 +148,8 @@ def build_loop(job: Job, store, pseudo: str | None, model_id: str, init_selectio
     trainer_class = load_trainer(s.trainer)
     model, model_args, parent = initial_model(s, job.task, len(job.class_names), extra_class, path, init_selection,
                                               init_checkpoints, model_id, in_channels=val.images.shape[-1])
+    if s.model.gradient_checkpointing:  # a training-time option: not in model_args, the checkpoint rebuilds without it
+        model.set_gradient_checkpointing(True)
     batches = Batches(train_data, s.batch_size, s.augment, generator, s.pseudo_augment, s.labeled_share)
     total = s.total_steps(batches.steps_per_epoch)
     ctx = TrainingContext(s, model, model_args, job.task, len(job.class_names), path, generator, data_device,
