@@ -1,6 +1,8 @@
 """Training and prediction throughput of the project's step against a plain eager fp32 loop.
 
     python bench/throughput.py [--sizes 32 128 256] [--alphas 0.5 1] [--batch 16] [--seconds 4] [--as-avx2]
+    python bench/throughput.py --model unet --encoder resnet18 [--sizes 64] [--gradient-checkpointing]
+    python bench/throughput.py --models        # the model table: docs/results/models_throughput.md
 
 For every size x width, two processes, one after the other, each alternating its loops round
 by round (so they are timed side by side on the same machine state). The first, with glibc's
@@ -40,6 +42,19 @@ training job on a GPU takes the rule's path).
 (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), so a CPU with AVX-512 or
 AMX runs the kernels an AVX2-only CPU runs, and `auto` chooses as it would there; it writes
 docs/results/throughput_avx2.md. Caches, clocks and core count stay this machine's.
+
+`--model NAME --encoder ENC` measures an architecture of the model zoo (models/registry.py; the
+encoder with `weights: none`, random: nothing is downloaded) with the same machinery and prints
+a model table: architecture, encoder, parameters (`count_parameters`), image size, train and
+predict images/s of the project's step and prediction, and their ratio to the plain eager fp32
+loop of the same model. It is the short form: the project's step on the rule's path (nothing
+timed per path), no fp32-contiguous step, no kernel profile, no matmul peaks; two processes as
+above (the project's figures with the heap kept, the plain loop's with the default allocator).
+`--gradient-checkpointing` adds the project's step with `model.gradient_checkpointing` on (not
+for unet1x1; `--models` does). `--models` runs the preset table (MODEL_PRESET: the 1x1 U-Net at alpha 0.5, U-Net
+and FPN on ResNet-18, DeepLabV3+ on ResNet-50 at 64 px, DPT on DINOv2 ViT-S/14 at 112 px), about
+6 minutes on 2 cores, and writes docs/results/models_throughput.md (and .csv); `--model` writes
+docs/results/models_throughput_<name>_<encoder>.md.
 """
 from __future__ import annotations
 
@@ -103,19 +118,33 @@ def kernel_ms_per_step(step, steps: int = 5) -> dict:
     return {name: sum(self_us.get(op, 0) for op in ops) / steps / 1000 for name, ops in KERNELS.items()}
 
 
+# the model table of `--models`: (architecture, encoder, alpha, image size)
+MODEL_PRESET = [("unet1x1", None, 0.5, 64), ("unet", "resnet18", None, 64), ("deeplabv3plus", "resnet50", None, 64),
+                ("fpn", "resnet18", None, 64), ("dpt", "tu-vit_small_patch14_dinov2", None, 112)]
+
+
+def model_spec(name: str, encoder: str | None, alpha: float | None) -> dict:
+    """build_model's arguments for an architecture (the encoder's weights: none)."""
+    return {"alpha": alpha if alpha is not None else 1.0} if name == "unet1x1" else {"name": name, "encoder": encoder}
+
+
 def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, rounds: int,
-            heap_kept: bool = False, path_settings: dict | None = None) -> dict:
+            heap_kept: bool = False, path_settings: dict | None = None, spec: dict | None = None,
+            short: bool = False, checkpointing: bool = False) -> dict:
     """One configuration, in this process: with glibc's default allocator, or (`heap_kept`) with
     freed memory kept in the heap as a job of the project runs (`runtime.keep_freed_memory`,
     which cannot be undone within a process). The project's step runs on `path_settings`, or
     where None on the path a training job takes (the rule, runtime/path_rule.py), beside the step
-    timed on each candidate path as `im-core time-paths` times it."""
+    timed on each candidate path as `im-core time-paths` times it. `spec`: build_model's
+    arguments (default: the 1x1 U-Net of width `alpha`); `short`: the model table's form (the
+    rule's path untimed, no fp32-contiguous step, kernel profile or matmul peaks);
+    `checkpointing`: also the project's step with gradient checkpointing on."""
     import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from im_core.data.augment import NO_AUGMENT
     from im_core.data.batches import Batches, TrainingTensors
-    from im_core.models import build_model
+    from im_core.models import build_model, count_parameters
     from im_core.models.inference import predict_labels
     from im_core.models.losses import segmentation_loss
     from im_core.runtime.cpu import cpu_has_native_bf16
@@ -139,13 +168,16 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
     images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, (n_images, size, size), dtype=np.uint8)
     augment = dataclasses.replace(NO_AUGMENT, hflip=True, scale=(0.5, 1.0))
+    spec = spec or {"alpha": alpha}
 
     # the project's step, on the path chosen for this machine and on plain fp32 (what a CPU
     # without native bf16 and AVX-512 runs at 32 px): the latter isolates the data pipeline's share
-    def project(settings: dict):
-        path = choose_path(NumericRequest(**settings), (size, size), graph_eligible=True)
+    def project(settings: dict, gradient_checkpointing: bool = False):
+        path = choose_path(NumericRequest(**settings), (size, size), graph_eligible=not gradient_checkpointing)
         torch.manual_seed(0)
-        model = path.model(build_model(3, classes, alpha))
+        model = path.model(build_model(3, classes, **spec))
+        if gradient_checkpointing:  # as the training set-up applies model.gradient_checkpointing
+            model.set_gradient_checkpointing(True)
         opt, scaler = make_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4), path.grad_scaler()
         stream = iter(Batches(TrainingTensors.from_arrays(images, labels, device=path.device), batch, augment,
                               torch.Generator(device=path.device).manual_seed(0)))
@@ -157,21 +189,25 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 
     rule = choose_path(NumericRequest(), (size, size), graph_eligible=True)
     path_rates = None
-    if path_settings is None and cuda:  # a training job on a GPU takes the rule's path
-        path_settings = {}
+    if path_settings is None and (cuda or short):  # a training job on a GPU takes the rule's path
+        path_settings = {"precision": rule.precision, "channels_last": rule.channels_last} if short else {}
     if path_settings is None:
         timed = time_paths(lambda p: project({"precision": p.precision, "channels_last": p.channels_last})[1],
                            candidate_paths(cpu_has_native_bf16()), batch, ROUNDS, SECONDS_PER_ROUND)
         path_rates = {(p.precision, p.channels_last): statistics.median(v) for p, v in timed.items()}
         path_settings = {"precision": rule.precision, "channels_last": rule.channels_last}
     path, project_step, project_predict = project(path_settings)
-    fp32_step = None if heap_kept else project({"precision": "fp32", "channels_last": False, "cuda_graphs": False})[1]
+    fp32_step = (None if heap_kept or short
+                 else project({"precision": "fp32", "channels_last": False, "cuda_graphs": False})[1])
+    # the project's step with gradient checkpointing (the rule's path; no CUDA graphs with it)
+    checkpointed_step = (project({**path_settings, "cuda_graphs": False}, gradient_checkpointing=True)[1]
+                         if checkpointing else None)
     # on a GPU, the same path without CUDA graphs: what the graphs add
     eager_step = project({**path_settings, "cuda_graphs": False})[1] if path.cuda_graph else None
 
     # the plain eager fp32 loop on tensors
     torch.manual_seed(0)
-    plain = build_model(3, classes, alpha).to(device)
+    plain = build_model(3, classes, **spec).to(device)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=1e-4)
     x = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float().contiguous().to(device)
     y = torch.from_numpy(labels[:batch]).long().to(device)
@@ -205,6 +241,7 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 
     loops = {"train_plain": (plain_step, batch), "train_project": (project_step, batch),
              "train_project_fp32": (fp32_step, batch), "train_project_eager": (eager_step, batch),
+             "train_project_checkpointing": (checkpointed_step, batch),
              "predict_plain": (plain_predict, n_images),
              "predict_project": (project_predict, n_images)}
     loops = {name: loop for name, loop in loops.items() if loop[0] is not None}
@@ -213,13 +250,15 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
         for name, (fn, images_per_call) in loops.items():
             rates[name].append(rate(fn, images_per_call))
     out = {k: statistics.median(v) for k, v in rates.items()}
-    if heap_kept and not cuda:   # CPU self time is the kernels' time; on a GPU it is their launch
+    if heap_kept and not cuda and not short:   # CPU self time is the kernels' time; on a GPU it is their launch
         out["kernel_ms"] = kernel_ms_per_step(project_step)
     out.update(size=size, alpha=alpha, batch=batch, threads=threads, path=path.as_dict(), rule_path=rule.as_dict(),
+               spec=spec, parameters=count_parameters(plain),
                path_rates={path_label(key): rate for key, rate in (path_rates or {}).items()},
                gflop_per_image=train_flops_per_image / 1e9,
-               peak_fp32=matmul_peak(torch.float32, threads, device),
-               peak_bf16=matmul_peak(torch.bfloat16, threads, device) if cuda or cpu_has_native_bf16() else None,
+               peak_fp32=None if short else matmul_peak(torch.float32, threads, device),
+               peak_bf16=(matmul_peak(torch.bfloat16, threads, device) if not short and (cuda or cpu_has_native_bf16())
+                          else None),
                peak_rss_mb=peak_rss_mb(),
                peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
     return out
@@ -271,6 +310,70 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def model_table(rows: list[dict]) -> str:
+    """The model table: one line per architecture x encoder x size; the project's figures as a
+    job runs them (heap kept) against the plain eager fp32 loop of the same model (default
+    allocator), as the headline ratio of `table`."""
+    checkpointing = any(r["heap"].get("train_project_checkpointing") for r in rows)
+    head = ("| architecture | encoder | parameters | size | threads | project path | train img/s plain | "
+            "train img/s project | ratio | predict img/s plain | predict img/s project | ratio | "
+            + ("train img/s project, gradient checkpointing | " if checkpointing else "")
+            + "GFLOP an image (train) | peak RSS MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        h, p, spec = r["heap"], r["path"], r["spec"]
+        name = spec.get("name", "unet1x1")
+        encoder = spec.get("encoder") or f"– (α {spec['alpha']})"
+        path = f"{p['precision']}{', channels-last' if p['channels_last'] else ''}{', CUDA graphs' if p.get('cuda_graph') else ''}"
+        plain, ckpt = r["train_plain"], h.get("train_project_checkpointing")
+        ckpt_cell = (f"{ckpt:.1f} ({ckpt / h['train_project']:.2f}× of without) | " if ckpt else "– | ") if checkpointing else ""
+        memory = f"{h['peak_rss_mb']:.0f}" + (f" (GPU {h['peak_gpu_mb']:.0f})" if h.get("peak_gpu_mb") else "")
+        lines.append(
+            f"| {name} | {encoder} | {r['parameters'] / 1e6:.2f} M | {r['size']}² | {r['threads']} | {path} | "
+            f"{plain:.1f} | {h['train_project']:.1f} | **{h['train_project'] / plain:.2f}×** | "
+            f"{r['predict_plain']:.1f} | {h['predict_project']:.1f} | {h['predict_project'] / r['predict_plain']:.2f}× | "
+            f"{ckpt_cell}{r['gflop_per_image']:.2f} | {memory} |")
+    return "\n".join(lines)
+
+
+def run_models(models: list[tuple], a, env: dict, header: str, out: Path) -> None:
+    """The model table over `models` (architecture, encoder, alpha, size): per row the heap-kept
+    process (the project's figures as a job runs them) and the default-allocator one (the plain
+    loop's), each alternating its loops round by round."""
+    rows = []
+    for name, encoder, alpha, size in models:
+        spec = model_spec(name, encoder, alpha)
+        threads = a.threads or (1 if size <= 32 else os.cpu_count())
+        cmd = [sys.executable, __file__, "--one", json.dumps([size, spec.get("alpha", 1.0), threads]),
+               "--spec", json.dumps(spec), "--short", "--batch", str(a.batch), "--seconds", str(a.seconds),
+               "--rounds", str(a.rounds)]
+        started = time.perf_counter()
+        checkpointing = ["--gradient-checkpointing"] if (a.gradient_checkpointing or a.models) and name != "unet1x1" else []
+        heap = one_process(cmd + ["--heap-kept"] + checkpointing, env)
+        row = one_process(cmd, env)
+        rows.append({**row, "heap": heap})
+        print(f"  {name} {encoder or ''} {size}²: {row['parameters'] / 1e6:.2f} M parameters; train "
+              f"{heap['train_project'] / row['train_plain']:.2f}× of the plain loop ({row['train_plain']:.1f} → "
+              f"{heap['train_project']:.1f} img/s), predict {heap['predict_project'] / row['predict_plain']:.2f}× "
+              f"({row['predict_plain']:.1f} → {heap['predict_project']:.1f}); {time.perf_counter() - started:.0f} s",
+              flush=True)
+    command = "python bench/throughput.py " + " ".join(sys.argv[1:])
+    publish(f"{header}\n\n`{command}`, {time.strftime('%Y-%m-%d')}; encoders with random weights (`weights: none`); "
+            f"{a.rounds} alternating rounds of {a.seconds / a.rounds:.1f} s a loop, the median round.\n\n"
+            f"{model_table(rows)}\n", out.with_suffix(".md"))
+    import pandas as pd
+    pd.DataFrame([{"architecture": r["spec"].get("name", "unet1x1"), "encoder": r["spec"].get("encoder"),
+                   "alpha": r["spec"].get("alpha"), "parameters": r["parameters"], "size": r["size"],
+                   "threads": r["threads"], "batch": r["batch"], "path_precision": r["path"]["precision"],
+                   "path_channels_last": r["path"]["channels_last"], "train_plain": r["train_plain"],
+                   "train_project": r["heap"]["train_project"], "predict_plain": r["predict_plain"],
+                   "predict_project": r["heap"]["predict_project"],
+                   "train_project_checkpointing": r["heap"].get("train_project_checkpointing"),
+                   "gflop_per_image": r["gflop_per_image"], "peak_rss_mb": r["heap"]["peak_rss_mb"]}
+                  for r in rows]).to_csv(out.with_suffix(".csv"), index=False)
+    print(f"written: {out.with_suffix('.csv')}")
+
+
 def one_process(cmd: list[str], env: dict) -> dict:
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.strip()
                       .splitlines()[-1])
@@ -285,11 +388,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: 1 at 32 px, all cores above")
     ap.add_argument("--as-avx2", action="store_true", help="cap the instruction sets at AVX2 (see above)")
-    ap.add_argument("--out", default=None, help="default: docs/results/throughput[_avx2]")
+    ap.add_argument("--out", default=None, help="default: docs/results/throughput[_avx2], models_throughput[_<name>_<encoder>]")
+    ap.add_argument("--model", help="an architecture of the model zoo (models/registry.py): its model table")
+    ap.add_argument("--encoder", help="--model's encoder (weights: none)")
+    ap.add_argument("--models", action="store_true",
+                    help="the preset model table (MODEL_PRESET), small sizes, with --gradient-checkpointing")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="model table: also the project's step with model.gradient_checkpointing")
     ap.add_argument("--header", action="store_true", help=argparse.SUPPRESS)  # internal
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--heap-kept", action="store_true", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
     ap.add_argument("--path", help=argparse.SUPPRESS)  # internal: the path the heap-kept process chose
+    ap.add_argument("--spec", help=argparse.SUPPRESS)  # internal: build_model's arguments
+    ap.add_argument("--short", action="store_true", help=argparse.SUPPRESS)  # internal: the model table's form
     a = ap.parse_args(argv)
     if a.header:
         print(json.dumps(machine_header(a.batch)))
@@ -297,13 +408,30 @@ def main(argv: list[str] | None = None) -> None:
     if a.one:
         size, alpha, threads = json.loads(a.one)
         path_settings = json.loads(a.path) if a.path else None
-        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds, a.heap_kept, path_settings)))
+        print(json.dumps(measure(size, alpha, a.batch, threads, a.seconds, a.rounds, a.heap_kept, path_settings,
+                                 spec=json.loads(a.spec) if a.spec else None, short=a.short,
+                                 checkpointing=a.gradient_checkpointing)))
         return
 
     env = {**os.environ, **AVX2_CAPS} if a.as_avx2 else dict(os.environ)
-    header = json.loads(subprocess.run([sys.executable, __file__, "--header"], env=env, capture_output=True,
+    header = json.loads(subprocess.run([sys.executable, __file__, "--header", "--batch", str(a.batch)], env=env, capture_output=True,
                                        text=True, check=True).stdout)
     print(header, flush=True)
+    if a.models or a.model:
+        if a.models:
+            models = MODEL_PRESET
+        else:
+            from im_core.models.registry import ARCHITECTURES, model_problems
+            model = {"name": a.model, "encoder": a.encoder, "weights": "none"}
+            problems = model_problems(model, "--model") if a.model in ARCHITECTURES else [
+                f"--model: {a.model!r} is not an architecture; one of {list(ARCHITECTURES)}"]
+            if problems:
+                raise SystemExit("; ".join(problems))
+            models = [(a.model, a.encoder, alpha, size) for size in a.sizes
+                      for alpha in (a.alphas if a.model == "unet1x1" else [None])]
+        name = "models_throughput" + ("" if a.models else f"_{a.model}_{a.encoder or 'alpha'}")
+        run_models(models, a, env, header, Path(a.out or ROOT / "docs" / "results" / name))
+        return
     rows = []
     for size in a.sizes:
         for alpha in a.alphas:
