@@ -38,16 +38,29 @@ def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
 
 
+def merge(base: dict, over: dict) -> dict:
+    """`over` merged into `base` key by key (nested mappings too), as Snakemake merges config files."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+")
     ap.add_argument("--cores", default="all")
-    ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
+    ap.add_argument("--configfile", nargs="+", default=[str(REPO / "config.yaml")],
+                    help="config files, later ones merged over earlier ones as Snakemake merges them")
     ap.add_argument("--directory", default=str(REPO), help="working directory holding results/")
     ap.add_argument("--summarize-only", action="store_true", help="read the existing tables; run nothing")
     args = ap.parse_args()
-    with open(args.configfile, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
+    config: dict = {}
+    for path in args.configfile:
+        with open(path, encoding="utf-8") as f:
+            merge(config, yaml.safe_load(f) or {})
     status = 0
     for dataset in args.datasets:
         ds = config["datasets"].get(dataset)
@@ -61,7 +74,7 @@ def main() -> int:
             continue
         target = f"results/{dataset}/compare.csv"
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", args.directory,
-               "--configfile", args.configfile, "--cores", str(args.cores), "--", target]
+               "--configfile", *args.configfile, "--cores", str(args.cores), "--", target]
         if not args.summarize_only:
             print("$", " ".join(cmd), flush=True)
             started = time.time()
