@@ -2,7 +2,9 @@
 # The checks that need a CUDA GPU, in one short run (a lent GPU machine is held by the minute):
 #   1. tests/test_cuda.py: CUDA graphs against the eager step, a training job on the GPU;
 #   2. the README's demo through Snakemake, GPU jobs sharing the one GPU (--resources gpu=$GPU_JOBS);
-#   3. bench/throughput.py on the GPU (short loops; THROUGHPUT_CONFIGS: size:alpha pairs);
+#   3. bench/throughput.py on the GPU (short loops; THROUGHPUT_CONFIGS: size:alpha pairs), and the
+#      model zoo's architectures (MODEL_CONFIGS: name:encoder:size triples), with and without
+#      gradient checkpointing;
 #   4. the rest of the fast tests with CUDA present, in the time that is left.
 # Usage: OUT=<dir> bash bench/gpu_check.sh  (where Python packages are missing, put their wheels
 # in .whl/: they are installed to /tmp/site first). Logs and tables land in $OUT.
@@ -44,6 +46,13 @@ for config in ${THROUGHPUT_CONFIGS:-32:0.5 256:1}; do
     size=${config%:*} alpha=${config#*:}
     timeout "${THROUGHPUT_LIMIT:-80}" python3 bench/throughput.py --sizes "$size" --alphas "$alpha" \
         --seconds "${SECONDS_PER_LOOP:-0.6}" --rounds 3 --out "/tmp/tp/throughput_gpu_${size}_$alpha" 2>&1 | grep -v "^|"
+done
+for config in ${MODEL_CONFIGS:-unet:resnet18:256 deeplabv3plus:resnet50:256 dpt:tu-vit_small_patch14_dinov2:224}; do
+    IFS=: read -r name encoder size <<< "$config"
+    for gc in "" "--gradient-checkpointing"; do
+        timeout "${THROUGHPUT_LIMIT:-80}" python3 bench/throughput.py --model "$name" --encoder "$encoder" --sizes "$size" \
+            --seconds "${SECONDS_PER_LOOP:-0.6}" --rounds 3 $gc --out "/tmp/tp/models_gpu_${name}_${size}${gc:+_gc}" 2>&1 | grep -v "^|"
+    done
 done
 tar czf "$OUT/throughput_gpu.tgz" -C /tmp tp
 
