@@ -50,7 +50,8 @@ def cmd_train(a):
 
 def cmd_time_paths(a):
     from .steps import time_paths
-    return time_paths.run(a.data, a.out, a.alpha, a.batch_size, a.threads, a.rounds, a.precision, a.channels_last)
+    return time_paths.run(a.data, a.out, a.alpha, a.batch_size, a.threads, a.rounds, a.precision, a.channels_last,
+                          a.model, a.encoder)
 
 
 def cmd_predict(a):
@@ -233,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("time-paths", cmd_time_paths, "time the training step on each numerical path this machine offers "
              "and say whether one is worth pinning (compute.numeric_path); it changes no job's path")
     sp.add_argument("--data", required=True, help="a data store (results/<data set>/data.zarr)")
-    sp.add_argument("--alpha", type=float, required=True, help="the U-Net's width multiplier")
+    sp.add_argument("--alpha", type=float, default=0.5, help="the 1x1 U-Net's width multiplier")
+    sp.add_argument("--model", default="unet1x1", help="model.name: the 1x1 U-Net or an architecture of the model zoo")
+    sp.add_argument("--encoder", help="model.encoder of a zoo architecture (random weights)")
     sp.add_argument("--batch-size", type=int, required=True)
     sp.add_argument("--threads", type=int, default=1, help="torch threads, as compute.train_threads")
     sp.add_argument("--rounds", type=int, default=5, help="timed rounds per path (the paths alternate)")

@@ -100,3 +100,17 @@ def test_candidates_leave_out_emulated_bf16():
     assert {(p.precision, p.channels_last) for p in path_timings.candidate_paths(False)} == {
         ("fp32", False), ("fp32", True)}
     assert len(path_timings.candidate_paths(True)) == 4
+
+
+def test_time_paths_times_a_model_of_the_zoo(tmp_path, monkeypatch):
+    from im_core.config import resolve_dataset
+    from im_core.data.store import prepare
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(time_paths, "SECONDS_PER_ROUND", 0.01)
+    store = tmp_path / "d.zarr"
+    prepare(resolve_dataset("t", {"source": "demo", "n_images": 20, "size": [32, 32], "seed": 0, "ignore_index": 255,
+                                  "labeled_fraction": 0.3, "val_fraction": 0.2, "test_fraction": 0.2}), store)
+    result = time_paths.run(str(store), str(tmp_path / "t.json"), alpha=0.5, batch_size=2, rounds=1,
+                            model="unet", encoder="resnet18")
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert record["model"] == {"name": "unet", "encoder": "resnet18"} and len(result["rates"]) >= 2

@@ -34,12 +34,14 @@ _AUGMENT = dataclasses.replace(NO_AUGMENT, hflip=True, scale=(0.5, 1.0))
 
 
 def training_steps(store, arrays, path: NumericPath, alpha: float, batch_size: int,
-                   seed: int = 0) -> Callable[[], object]:
+                   seed: int = 0, model_args: dict | None = None) -> Callable[[], object]:
     """The project's training step on `path`, drawing batches from `arrays` (`training_set`
-    of the store: its labeled split)."""
+    of the store: its labeled split), for the 1x1 U-Net of width `alpha` or the model zoo's
+    architecture `model_args` (name, encoder; random weights)."""
     task, num_classes = store.attrs["task"], len(store.attrs["class_names"])
     torch.manual_seed(seed)
-    model = path.model(build_model(arrays.images.shape[-1], output_channels(task, num_classes, False), alpha))
+    args = dict(model_args or {"alpha": alpha}, weights="none")
+    model = path.model(build_model(arrays.images.shape[-1], output_channels(task, num_classes, False), **args))
     opt, scaler = make_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4), path.grad_scaler()
     data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, "cpu")
     stream = iter(Batches(data, batch_size, _AUGMENT, torch.Generator().manual_seed(seed)))
@@ -56,18 +58,21 @@ def _layout(value: str | bool) -> str | bool:
 
 
 def run(data: str, out: str | None, alpha: float, batch_size: int, threads: int = 1, rounds: int = ROUNDS,
-        precision: str = "auto", channels_last: str | bool = "auto") -> dict:
+        precision: str = "auto", channels_last: str | bool = "auto", model: str | None = None,
+        encoder: str | None = None) -> dict:
     start_job(threads)
     store = open_store(data)
     size = list(store.attrs["size"])
     rule = plan_cpu_path(precision, _layout(channels_last), cpu_flags(), size)
-    record = {"machine": machine(), "threads": threads, "alpha": alpha, "batch_size": batch_size,
+    model_args = {"name": model, "encoder": encoder} if model and model != "unet1x1" else None
+    record = {"machine": machine(), "threads": threads, "alpha": alpha, "model": model_args or "unet1x1",
+              "batch_size": batch_size,
               "image_size": size, "rule": path_label(rule), "rates": [], "recommended": path_label(rule)}
     if pick_device().type == "cuda":
         log.info("CUDA: nothing to time, the jobs take the GPU's path")
     else:
         arrays = training_set(store, None)
-        rates = time_paths(lambda path: training_steps(store, arrays, path, alpha, batch_size),
+        rates = time_paths(lambda path: training_steps(store, arrays, path, alpha, batch_size, model_args=model_args),
                            candidate_paths(cpu_has_native_bf16()), batch_size, rounds, SECONDS_PER_ROUND)
         by_key = {(path.precision, path.channels_last): values for path, values in rates.items()}
         record["rates"] = [{"path": path_label(key), "precision": key[0], "channels_last": key[1],
