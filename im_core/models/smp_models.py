@@ -119,6 +119,11 @@ class EncoderDecoder(nn.Module):
         from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
         from segmentation_models_pytorch.encoders.timm_vit import TimmViTEncoder
 
+        if enable and not hasattr(torch._C, "_current_graph_task_id"):
+            from ..errors import InputError
+            raise InputError(f"model.gradient_checkpointing: this torch ({torch.__version__}) does not say when a "
+                             "forward runs inside the backward pass, which keeps BatchNorm's statistics right under "
+                             "checkpointing; set it to false or use a newer torch")
         if isinstance(self.encoder, (TimmUniversalEncoder, TimmViTEncoder)):
             self.encoder.model.set_grad_checkpointing(enable)
         elif isinstance(self.encoder, ResNetEncoder):
@@ -170,6 +175,8 @@ class EncoderDecoder(nn.Module):
 def _in_recompute() -> bool:
     """Whether a forward runs inside the backward pass: an activation checkpoint's recomputation
     (the autograd engine's current graph task; -1 outside backward)."""
+    # a private function of torch (torch.utils.checkpoint uses it too); set_gradient_checkpointing
+    # refuses to turn checkpointing on where it is missing
     return torch._C._current_graph_task_id() != -1
 
 
