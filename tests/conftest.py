@@ -62,3 +62,21 @@ def make_demo_store(path, n_images: int = 24):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_demo_store(tmp_path_factory.mktemp("d") / "data.zarr")
+
+
+class Interrupted(Exception):
+    """What `interrupt_after_saves` raises in place of a kill."""
+
+
+def interrupt_after_saves(monkeypatch, saves: int) -> None:
+    """Make the training loop stop (as a kill would) right after its n-th resume save."""
+    from im_core.runtime import resume
+    original, count = resume.save, {"n": 0}
+
+    def save_then_stop(path, state):
+        original(path, state)
+        count["n"] += 1
+        if count["n"] == saves:
+            raise Interrupted
+
+    monkeypatch.setattr(resume, "save", save_then_stop)

@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 import yaml
-from conftest import replace, train_settings
+from conftest import Interrupted, interrupt_after_saves, replace, train_settings
 
 from im_core.config import resolve_dataset
 from im_core.config.validate import validate_config
@@ -218,22 +218,6 @@ def test_the_decoder_learns_at_its_multiple_and_a_frozen_encoder_stays():
     assert settings.model.frozen_at(10**6) and not zoo_settings(model=_model(freeze_encoder_steps=2)).model.frozen_at(3)
 
 
-def _interrupt_after_saves(monkeypatch, saves: int) -> None:
-    original, count = resume.save, {"n": 0}
-
-    class Interrupted(Exception):
-        pass
-
-    def save_then_stop(path, state):
-        original(path, state)
-        count["n"] += 1
-        if count["n"] == saves:
-            raise Interrupted
-
-    monkeypatch.setattr(resume, "save", save_then_stop)
-    return Interrupted
-
-
 @pytest.mark.parametrize("case", ["unet_frozen_first_steps", "dpt_cct", "fpn_parent_mean_teacher"])
 def test_training_resumes_to_the_same_weights(store32, tmp_path, monkeypatch, case):
     """A training job of each kind, killed after its second save, resumes to the weights of an
@@ -258,8 +242,8 @@ def test_training_resumes_to_the_same_weights(store32, tmp_path, monkeypatch, ca
     whole = train.run(str(store32), str(tmp_path / "whole.pt"), settings, progress=False, **init)
     out = tmp_path / "resumed.pt"
     with monkeypatch.context() as m:
-        interrupted = _interrupt_after_saves(m, 2)
-        with pytest.raises(interrupted):
+        interrupt_after_saves(m, 2)
+        with pytest.raises(Interrupted):
             train.run(str(store32), str(out), settings, progress=False, **init)
     resumed = train.run(str(store32), str(out), settings, progress=False, **init)
     assert resumed["resumed_at"] == [4] and whole["resumed_at"] == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN_SETTINGS, pseudo_settings, replace
+from conftest import TRAIN_SETTINGS, Interrupted, interrupt_after_saves, pseudo_settings, replace
 
 from im_core.errors import InputError
 from im_core.io import write_json
@@ -48,19 +48,10 @@ def test_the_project_writes_checkpoints_and_states_that_load_safely(store, train
     # a resume state as a kill leaves it, with every generator's state, loads with weights_only too
     settings = replace(TRAIN_SETTINGS, steps=4, eval_every=2)
     out = tmp_path / "r.pt"
-    fingerprint_states = []
-    original_save = resume.save
-
-    def save_and_stop(path, state):
-        original_save(path, state)
-        fingerprint_states.append(state["fingerprint"])
-        raise KeyboardInterrupt
-    resume.save = save_and_stop
-    try:
-        with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as m:
+        interrupt_after_saves(m, 1)
+        with pytest.raises(Interrupted):
             train.run(str(store), str(out), settings, progress=False)
-    finally:
-        resume.save = original_save
     state = torch.load(resume.resume_path(out), weights_only=True)
     assert state["step"] >= 1 and "random" in state
     # and the resumed run ends where an uninterrupted one does

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from conftest import TRAIN_SETTINGS, pseudo_settings, replace, selection_settings, train_settings
+from conftest import (TRAIN_SETTINGS, Interrupted, interrupt_after_saves, pseudo_settings, replace,
+                      selection_settings, train_settings)
 
 from im_core.io import open_store, write_json
 from im_core.methods.stages import lineage
@@ -46,23 +47,6 @@ def test_training_is_reproducible_with_a_seed(store, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-class Interrupted(Exception):
-    pass
-
-
-def _interrupt_after_saves(monkeypatch, saves: int) -> None:
-    """Make the training loop stop (as a kill would) right after its n-th resume save."""
-    original, count = resume.save, {"n": 0}
-
-    def save_then_stop(path, state):
-        original(path, state)
-        count["n"] += 1
-        if count["n"] == saves:
-            raise Interrupted
-
-    monkeypatch.setattr(resume, "save", save_then_stop)
-
-
 @pytest.mark.parametrize("trainer", ["supervised", "consistency", "parent_with_mean_teacher"])
 def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeypatch, trainer):
     settings = replace(SETTINGS, steps=12, eval_every=3, model=replace(SETTINGS.model, dropout=0.2),
@@ -80,7 +64,7 @@ def test_an_interrupted_job_resumes_to_the_same_weights(store, tmp_path, monkeyp
     whole = train.run(str(store), str(tmp_path / "whole.pt"), settings, progress=False, **init)
     out = tmp_path / "resumed.pt"
     with monkeypatch.context() as m:
-        _interrupt_after_saves(m, 2)
+        interrupt_after_saves(m, 2)
         with pytest.raises(Interrupted):
             train.run(str(store), str(out), settings, progress=False, **init)
     assert not out.exists() and resume.resume_path(out).exists()
@@ -96,7 +80,7 @@ def test_a_resume_state_of_other_settings_is_not_used(store, tmp_path, monkeypat
     out = tmp_path / "m.pt"
     settings = replace(SETTINGS, steps=6, eval_every=3)
     with monkeypatch.context() as m:
-        _interrupt_after_saves(m, 1)
+        interrupt_after_saves(m, 1)
         with pytest.raises(Interrupted):
             train.run(str(store), str(out), settings, progress=False)
     result = train.run(str(store), str(out), replace(settings, lr=0.001), progress=False)

@@ -449,7 +449,7 @@ def to_uint8(values: np.ndarray, intensity: Intensity, path: Path) -> np.ndarray
     return np.rint(scaled).clip(0, 255).astype(np.uint8)
 
 
-def _channels_of(values: np.ndarray, channels: int) -> np.ndarray:
+def to_channels(values: np.ndarray, channels: int) -> np.ndarray:
     """uint8 H x W or H x W x samples (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> H x W x channels."""
     if values.ndim == 3 and values.shape[-1] in (1, 2):
         values = values[..., 0]
@@ -471,7 +471,7 @@ def read_image(path: Path, channels: int = 3, intensity: Intensity | None = None
         return values
     if values.ndim == 3 and values.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"{path}: image with {values.shape[-1]} samples per pixel; grayscale and RGB are read")
-    return _channels_of(to_uint8(values, intensity or AUTO, path), channels)
+    return to_channels(to_uint8(values, intensity or AUTO, path), channels)
 
 
 # ---------------------------------------------------------------- masks and sizes

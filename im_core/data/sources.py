@@ -6,11 +6,11 @@ module of its own) and its entry in `SOURCES`, plus its name in the schema's `so
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError
 from . import synthetic, synthetic_cells
 from .folder import load_folder
+from .images import to_channels
 from .items import Item
 from .suim import load_suim
 
@@ -21,14 +21,8 @@ def _array_items(images: np.ndarray, masks: np.ndarray, prefix: str) -> list[Ite
 
     def item(i: int) -> Item:
         return Item(f"{prefix}_{i:05d}", images.shape[1], images.shape[2], gray,
-                    lambda channels: _convert_channels(images[i], channels), lambda: masks[i].astype(np.int64))
+                    lambda channels: to_channels(images[i], channels), lambda: masks[i].astype(np.int64))
     return [item(i) for i in range(len(images))]
-
-
-def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    if image.shape[-1] == channels:
-        return image
-    return np.repeat(image, 3, axis=-1) if channels == 3 else np.asarray(Image.fromarray(image).convert("L"))[..., None]
 
 
 def load_demo(cfg: dict) -> list[Item]:
