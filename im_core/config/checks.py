@@ -13,7 +13,7 @@ from ..methods.presets import BASELINES, METHODS
 from ..methods.stages import beam_models
 from ..models.registry import DEFAULT, model_problems, model_stride
 from ..settings import PseudoSettings
-from ..trainers import TRAINERS, trainer_problems, trainer_spec
+from ..trainers import CONTINUOUS_TRAINERS, TRAINERS, trainer_problems, trainer_spec
 from .resolve import gen0_settings, generation_settings
 from .schema import messages
 
@@ -135,6 +135,9 @@ def _trainer_problems(key: str, resolved: dict, g: int, where: str) -> list[str]
                       f"{students} and let the students learn from its models")
     for stage, name in (("stage0", stage0), ("students", students)):
         errors += [f"{where}: {key}.{stage}.{m}" for m in trainer_problems(name, resolved[stage])]
+    if stage0 in CONTINUOUS_TRAINERS and resolved["stage0"]["continuous"]["im_online"]:
+        errors.append(f"{where}: {key}.stage0.continuous.im_online: gen0 has no teachers whose disagreement could "
+                      "mask its unlabeled loss; it applies to students")
     pl = resolved["pseudo_labels"]
     if trainer_spec(students).pseudo_labels != builder(pl["builder"]).makes_labels:
         without = [n for n, spec in TRAINERS.items() if not spec.pseudo_labels]

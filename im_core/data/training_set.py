@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..builders import builder
+from ..errors import InputError
 from ..io import open_store
 from ..settings import PseudoSettings, TrainSettings
 from .augment import augmented_copies
@@ -55,3 +56,17 @@ def training_set(store, pseudo_path: str | None, settings: TrainSettings | None 
     n_pseudo = len(images[-1]) if pseudo_path else 0
     return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
                        len(labeled.index), n_pseudo)
+
+
+def left_out_pixels(pseudo_path: str | None, unlabeled_index: np.ndarray, what: str) -> np.ndarray:
+    """The pixels of the unlabeled images that the pseudo-label store left out of its labels
+    (`im`: with builder `im`, where the teachers disagree), in the order of the unlabeled split
+    (continuous.im_online)."""
+    if not pseudo_path:
+        raise InputError(f"{what}: continuous.im_online ignores the unlabeled loss where the generation's "
+                         "pseudo-labels leave pixels out, but this job has no pseudo-label store (gen0 has no "
+                         "teachers)")
+    pseudo = open_store(pseudo_path)
+    if not np.array_equal(pseudo["index"][:], unlabeled_index):
+        raise InputError(f"{pseudo_path}: its images are not this data store's unlabeled split")
+    return pseudo["im"][:]

@@ -14,6 +14,18 @@ METHODS: dict[str, dict] = {
     "cct": {"generations": 0, "stage0": {"trainer": "cct"}},
     "cct_im": {"start": "cct", "pseudo_labels": {"builder": "im"}},
     "ldt": {"generations": 0},
+    # continuous weak-to-strong trainers (trainers/fixmatch.py, unimatch.py, unimatch_v2.py) as
+    # baselines, and IM's generations on top of UniMatch: teachers from UniMatch with supervised
+    # students; with UniMatch students (the IM pairs in the labeled batch, the unlabeled stream
+    # beside them); and the same with the teachers' IM also ignored in the unlabeled loss (online)
+    "fixmatch": {"generations": 0, "stage0": {"trainer": "fixmatch"}},
+    "unimatch": {"generations": 0, "stage0": {"trainer": "unimatch"}},
+    "unimatch_v2": {"generations": 0, "stage0": {"trainer": "unimatch_v2"}},
+    "unimatch_im": {"start": "unimatch", "pseudo_labels": {"builder": "im"}},
+    "unimatch_im_unimatch": {"start": "unimatch", "pseudo_labels": {"builder": "im"},
+                             "students": {"trainer": "unimatch"}},
+    "unimatch_im_online": {"start": "unimatch", "pseudo_labels": {"builder": "im"},
+                           "students": {"trainer": "unimatch", "continuous": {"im_online": True}}},
     "aldt": {"generations": 0, "train": {"labeled_copies": 9}},
     "model_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "model_ensemble"}},
     "input_ensemble": {"start": "ldt", "pseudo_labels": {"builder": "input_ensemble"}},
@@ -51,7 +63,7 @@ METHODS: dict[str, dict] = {
                    "students": {"models": 2, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
                                 "dynamic_gamma": 9}},
 }
-BASELINES = ("fdt", "ldt", "aldt", "cct")
+BASELINES = ("fdt", "ldt", "aldt", "cct", "fixmatch", "unimatch", "unimatch_v2")
 # gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
 # the students' budget, as an epoch budget gives them in the authors' code
 STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
@@ -59,4 +71,6 @@ LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "I
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
           "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
           "gist_im": "GIST+IM", "rist_im": "RIST+IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
-          "dst_cbc_im": "DST-CBC+IM"}
+          "dst_cbc_im": "DST-CBC+IM", "fixmatch": "FixMatch", "unimatch": "UniMatch", "unimatch_v2": "UniMatch V2",
+          "unimatch_im": "IM from UniMatch", "unimatch_im_unimatch": "IM from UniMatch, UniMatch students",
+          "unimatch_im_online": "IM online (UniMatch students)"}

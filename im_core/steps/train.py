@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from .. import metrics
 from ..data.batches import Batches, TrainingTensors
-from ..data.read import SplitArrays, read_dev, read_split
-from ..data.training_set import training_set
+from ..data.read import SplitArrays, read_dev, read_split, split_indices
+from ..data.training_set import left_out_pixels, training_set
 from ..errors import InputError
 from ..io import atomic_output, check_claim, open_store
 from ..methods.stages import lineage
@@ -153,7 +153,8 @@ def build_loop(job: Job, store, pseudo: str | None, model_id: str, init_selectio
     batches = Batches(train_data, s.batch_size, s.augment, generator, s.pseudo_augment, s.labeled_share)
     total = s.total_steps(batches.steps_per_epoch)
     ctx = TrainingContext(s, model, model_args, job.task, len(job.class_names), path, generator, data_device,
-                          lambda: read_split(store, "unlabeled", with_masks=False).images)
+                          lambda: read_split(store, "unlabeled", with_masks=False).images,
+                          lambda: left_out_pixels(pseudo, split_indices(store, "unlabeled"), f"model {model_id}"))
     trainer = trainer_class(ctx)
     goal = objective(s, trainer, model, job.task, job.ignore)
     own = trainer.modules()

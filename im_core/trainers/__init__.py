@@ -39,6 +39,21 @@ def _cct_problems(section: dict) -> list[str]:
     return []
 
 
+def _continuous_problems(section: dict) -> list[str]:
+    errors = []
+    if section.get("feature_consistency"):
+        errors.append(f"feature_consistency: the mean-teacher feature term does not compose with "
+                      f"trainer {section['trainer']!r} (it runs the labeled batch with its unlabeled one); set it to 0")
+    strong = section["continuous"]["strong"]
+    for key in ("blur_sigma", "cutmix_area", "cutmix_ratio"):
+        low, high = strong[key]
+        if low > high:
+            errors.append(f"continuous.strong.{key}: [{low}, {high}] is no range (low > high)")
+    return errors
+
+
+CONTINUOUS = dict(settings=("continuous",), problems=_continuous_problems)
+
 TRAINERS: dict[str, TrainerSpec] = {
     "supervised": TrainerSpec("supervised", searchable=True, one_forward=True,
                               summary="cross-entropy on the labeled images (and the generation's pseudo-labels)"),
@@ -49,7 +64,18 @@ TRAINERS: dict[str, TrainerSpec] = {
     "cct": TrainerSpec("cct", students=False, settings=("cct",), problems=_cct_problems,
                        summary="cross-consistency training: auxiliary decoders on perturbed encoder features of "
                                "unlabeled images agree with the main decoder (Ouali et al., CVPR 2020)"),
+    "fixmatch": TrainerSpec("fixmatch", **CONTINUOUS,
+                            summary="FixMatch: the strong view of each unlabeled image learns the weak view's "
+                                    "confident prediction (Sohn et al., NeurIPS 2020)"),
+    "unimatch": TrainerSpec("unimatch", **CONTINUOUS,
+                            summary="UniMatch: FixMatch with two strong views and a feature-perturbation stream "
+                                    "(Yang et al., CVPR 2023)"),
+    "unimatch_v2": TrainerSpec("unimatch_v2", **CONTINUOUS,
+                               summary="UniMatch V2: pseudo-labels from an EMA teacher, complementary channel "
+                                       "dropout on two strong views (Yang et al., TPAMI 2025)"),
 }
+# the trainers that learn from the unlabeled images in every step (their `continuous` block)
+CONTINUOUS_TRAINERS = ("fixmatch", "unimatch", "unimatch_v2")
 
 
 def trainer_spec(name: str, where: str = "trainer") -> TrainerSpec:

@@ -21,8 +21,8 @@ from ..runtime.numeric_path import NumericPath
 @dataclass
 class TrainingContext:
     """What a trainer may use: the job's settings, model and numerical path, the task, the
-    job's seeded generator and where the data lives, and the unlabeled split's images (read on
-    first call)."""
+    job's seeded generator and where the data lives, the unlabeled split's images and the
+    pixels of them the generation's pseudo-labels left out (each read when called)."""
     settings: TrainSettings
     model: torch.nn.Module
     model_args: dict
@@ -32,12 +32,15 @@ class TrainingContext:
     generator: torch.Generator
     data_device: str
     unlabeled_images: Callable[[], np.ndarray]
+    left_out: Callable[[], np.ndarray] | None = None  # the pseudo-label store's left-out pixels of them (im_online)
 
 
 class Trainer:
     """The supervised trainer: no inputs of its own, no loss beyond the batch's."""
     keeps_start = False          # its starting model (a parent) is a checkpoint candidate too
     calls_model_parts = False    # calls the model's encode/decode (a compiled model has neither)
+    shares_forward = False       # runs the labeled batch itself, with its own inputs (`forward_with_labeled`)
+    supervised_weight = 1.0      # the labeled batch's loss is multiplied by this
 
     def __init__(self, ctx: TrainingContext):
         self.ctx = ctx
@@ -53,6 +56,16 @@ class Trainer:
     def loss(self, forward: Callable, drawn: object, step: int, total: int) -> torch.Tensor | None:
         """Its loss for the step (added to the batch's supervised loss; None: nothing)."""
         return None
+
+    def forward_with_labeled(self, forward: Callable, x: torch.Tensor, drawn: object, step: int,
+                             total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A trainer that `shares_forward`: the labeled batch's logits and its own loss, from one
+        forward of the labeled batch with its unlabeled one (one BatchNorm batch, as the authors'
+        code runs them); called inside the path's autocast."""
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """After the optimizer's step (an EMA teacher follows the model)."""
 
     def state_dict(self) -> dict | None:
         """Its state for resume beyond the model, the optimizer and the generators (None: none)."""

@@ -61,17 +61,24 @@ def training_step(forward: Callable, opt: torch.optim.Optimizer, scaler: torch.a
     pseudo-labeled, for the dynamic loss), with the trainer's `drawn` inputs; returns the loss."""
     x = path.input(x)
     mean_teacher = objective.mean_teacher
+    mean_teacher, trainer = objective.mean_teacher, objective.trainer
+    shared = trainer is not None and trainer.shares_forward
     with path.autocast():
         if mean_teacher is not None:
             logits, features = forward.forward_with_features(x)
             feature_loss = mean_teacher.loss(features, x)
+        elif shared:
+            logits, extra = trainer.forward_with_labeled(forward, x, drawn, step, total)
         else:
             logits = forward(x)
     y = y.to(logits.device, non_blocking=True)
     loss = objective.supervised(logits.float(), y, pseudo)
+    if trainer is not None and trainer.supervised_weight != 1.0:
+        loss = trainer.supervised_weight * loss
     if mean_teacher is not None:
         loss = loss + feature_loss
-    extra = objective.trainer.loss(forward, drawn, step, total) if objective.trainer is not None else None
+    if not shared:
+        extra = trainer.loss(forward, drawn, step, total) if trainer is not None else None
     if extra is not None:
         loss = loss + extra
     opt.zero_grad(set_to_none=True)
@@ -80,4 +87,6 @@ def training_step(forward: Callable, opt: torch.optim.Optimizer, scaler: torch.a
     scaler.update()
     if mean_teacher is not None:
         mean_teacher.update(forward)
+    if trainer is not None:
+        trainer.after_step(step)
     return loss.detach()  # holding the autograd graph until the next step would keep its memory
