@@ -94,10 +94,16 @@ def _pseudo_by_model(entries: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _teacher_predictions(stores: list[str]) -> dict[str, str]:
+    """Prediction stores -> {model id: store} (their recorded model ids)."""
+    from .io import open_store
+    return {open_store(path).attrs["model_id"]: path for path in stores}
+
+
 def cmd_metrics(a):
     from .steps import evaluate
     table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, _pseudo_by_model(a.pseudo),
-                                              a.data, a.out)
+                                              a.data, a.out, a.checkpoints, _teacher_predictions(a.teacher_predictions))
     return {"models": len(table), "best_val_miou": float(table["val_miou"].max()),
             "test_miou_of_best": float(table.iloc[0]["test_miou"])}
 
@@ -128,7 +134,7 @@ def cmd_plot_paths(a):
 def cmd_compare(a):
     from .steps import compare
     runs = [compare.parse_run(item) for item in a.runs]
-    table = compare.write_comparison(runs, a.out, a.plot, title=a.title)
+    table = compare.write_comparison(runs, a.out, a.plot, title=a.title, reference=a.reference)
     return {"rows": len(table), "methods": sorted(set(table["method"]))}
 
 
@@ -284,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--selection", required=True)
     sp.add_argument("--generation", type=int, required=True)
     sp.add_argument("--pseudo", nargs="*", help="MODEL_ID=STORE: the pseudo-label store each model trained on")
+    sp.add_argument("--checkpoints", nargs="*", help="the generation's checkpoints (what training cost)")
+    sp.add_argument("--teacher-predictions", nargs="*", default=[],
+                    help="prediction stores of the earlier generations' models (the IM's error recall)")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True)
 
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="CSV table")
     sp.add_argument("--plot", help="PNG: test mIoU and IM fraction by generation")
     sp.add_argument("--title", default="")
+    sp.add_argument("--reference", help="a row (method or variant) every row's paired difference is also taken to")
 
     sp = add("render", cmd_render, "render a data, predictions or pseudo-label store (or one image) to PNG")
     sp.add_argument("store")

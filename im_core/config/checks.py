@@ -8,7 +8,7 @@ import re
 from ..builders import BUILDERS, builder
 from ..data.images import intensity_rule
 from ..errors import InputError
-from ..methods.comparisons import expand_comparison
+from ..methods.comparisons import comparison_rows, expand_comparison
 from ..methods.presets import BASELINES, METHODS
 from ..methods.stages import beam_models
 from ..models.registry import DEFAULT, model_problems, model_stride
@@ -257,6 +257,9 @@ def expand_comparisons(config: dict, validator, where: str) -> list[str]:
             if name in METHODS or name in comp["experiments"]:
                 errors.append(f"{where}: {key}.variants.{name}: a variant needs a name of its own, "
                               f"not a method's or a listed experiment's")
+        rows = list(comparison_rows(comp)) + list(comp["experiments"])
+        if comp.get("reference") and comp["reference"] not in rows:
+            errors.append(f"{where}: {key}.reference: {comp['reference']!r} is not a row of this comparison; rows: {rows}")
         for extra in comp["experiments"]:
             if extra not in config["experiments"]:
                 errors.append(f"{where}: {key}.experiments: {extra!r} is not an experiment")

@@ -1,9 +1,12 @@
 """One table of methods x generations: the best-on-dev model's dev, val and test mIoU (data-set
-level and per image) and path, mean and standard deviation over seeds, the generation the
-development set chooses, and a plot of it.
+level and per image) and path, mean and standard deviation over seeds, the paired difference
+(same seed) of its test mIoU to LDT and to a reference method with a 95 % interval, the budget
+spent to reach it, the generation the development set chooses, and a plot of it.
 
 A run is one method with one seed: its generations' metrics tables (gen0 first). Baselines
-(FDT, LDT, ALDT) have gen0 only; self-training methods list their start's gen0 as theirs.
+(FDT, LDT, ALDT, ...) have gen0 only; self-training methods list their start's gen0 as theirs.
+The budget of a row is what every model of its generations up to this one cost (image-steps
+and training seconds, evaluate.model_budget), gen0 and the teachers included.
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ from ..methods.presets import BASELINES, LABELS
 SCORES = ("val_miou", "val_miou_per_image", "test_miou", "test_miou_per_image")
 # per generation, not per model: the same in every row of a metrics table
 GENERATION_STATS = ("im_fraction", "pseudo_accuracy", "pseudo_coverage")
+# columns of newer metrics tables (older ones lack them: empty in the comparison)
+OPTIONAL_STATS = ("im_error_recall",)
+BUDGET = ("image_steps", "train_seconds")
+BASELINE = "ldt"
 
 
 def parse_run(text: str) -> tuple[str, int, list[str]]:
@@ -48,10 +55,17 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         row = {"method": method, "seed": seed, "generation": int(best["generation"]), "models": len(table),
                **{k: float(best[k]) for k in SCORES}, "test_miou_models_mean": float(table["test_miou"].mean())}
         row.update({k: float(best[k]) for k in GENERATION_STATS})
+        row.update({k: float(best.get(k, np.nan)) for k in OPTIONAL_STATS})
+        row.update({k: float(table[k].sum(min_count=1)) if k in table else np.nan for k in BUDGET})
         path = best.get("path", "")
         row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
         row["numeric_paths"] = sorted(set(table["numeric_path"].dropna().astype(str)) - {""}) if "numeric_path" in table else []
         rows.append(row)
+    for k in BUDGET:  # a generation's budget includes the generations before it (its teachers, gen0)
+        running = 0.0
+        for r in rows:
+            running += r[k]
+            r[k] = running
     candidates = [r for r in rows if r["generation"] > 0] or rows
     chosen = max(candidates, key=lambda r: (r["dev_miou"], -r["generation"]))
     for r in rows:
@@ -59,12 +73,53 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
     return rows
 
 
-def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
+def paired_difference(differences: list[float]) -> dict:
+    """Mean of per-seed differences, the half-width of its 95 % t-interval (nan with one seed)
+    and whether the interval excludes 0 (`resolved`)."""
+    d = np.asarray(differences, float)
+    if len(d) == 0:
+        return {"mean": np.nan, "ci95": np.nan, "resolved": False}
+    if len(d) == 1:
+        return {"mean": float(d[0]), "ci95": np.nan, "resolved": False}
+    from scipy.stats import t
+    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"mean": float(d.mean()), "ci95": half, "resolved": bool(abs(d.mean()) > half)}
+
+
+def differences_to(per_run: pd.DataFrame, reference: str, column: str = "test_miou") -> dict[tuple[str, int], dict]:
+    """(method, generation) -> its paired difference to `reference` over the seeds both ran: at
+    the same generation where the reference has it, else the reference's last (a baseline's
+    gen0); a row with gen0 only (a baseline) against the reference's last generation."""
+    ref = per_run[per_run["method"] == reference]
+    if ref.empty:
+        return {}
+    last = ref.groupby("seed")["generation"].max()
+    one_generation = per_run.groupby("method")["generation"].max() == 0
+    by_key = {(int(r["seed"]), int(r["generation"])): r[column] for _, r in ref.iterrows()}
+    out = {}
+    for (method, generation), group in per_run.groupby(["method", "generation"], sort=False):
+        diffs = []
+        for _, r in group.iterrows():
+            seed = int(r["seed"])
+            if seed not in last.index:
+                continue
+            same = (seed, generation) in by_key and not one_generation[method]
+            g = generation if same else int(last[seed])
+            diffs.append(r[column] - by_key[(seed, g)])
+        out[(method, generation)] = paired_difference(diffs)
+    return out
+
+
+def comparison_table(runs: list[tuple[str, int, list[str]]], reference: str | None = None) -> pd.DataFrame:
     """Methods x generations, each value the mean over seeds with its standard deviation
-    (sample std; empty with one seed)."""
+    (sample std; empty with one seed); the paired test-mIoU differences to LDT and to
+    `reference` (diff_<method>, its 95 % interval diff_<method>_ci95 and whether that excludes
+    0, diff_<method>_resolved); the budget (mean over seeds)."""
     per_run = pd.DataFrame([r for run in runs for r in run_rows(*run)])
     numeric_path = one_numeric_path(per_run)
-    values = ["dev_miou", *SCORES, "test_miou_models_mean", *GENERATION_STATS]
+    values = ["dev_miou", *SCORES, "test_miou_models_mean", *GENERATION_STATS, *OPTIONAL_STATS, *BUDGET]
+    references = list(dict.fromkeys(r for r in (BASELINE, reference) if r))
+    diffs = {r: differences_to(per_run, r) for r in references}
     order = {m: i for i, m in enumerate(dict.fromkeys(m for m, _, _ in runs))}
     out = []
     for (method, generation), group in per_run.groupby(["method", "generation"], sort=False):
@@ -76,6 +131,10 @@ def comparison_table(runs: list[tuple[str, int, list[str]]]) -> pd.DataFrame:
         for v in values:
             row[v] = group[v].mean()
             row[f"{v}_std"] = group[v].std(ddof=1) if len(group) > 1 else np.nan
+        for r in references:
+            d = diffs[r].get((method, generation))
+            if d is not None and method != r:
+                row.update({f"diff_{r}": d["mean"], f"diff_{r}_ci95": d["ci95"], f"diff_{r}_resolved": d["resolved"]})
         out.append(row)
     table = pd.DataFrame(out)
     table["_order"] = table["method"].map(order)
@@ -166,8 +225,8 @@ def plot_comparison(table: pd.DataFrame, out: str | os.PathLike, title: str = ""
 
 
 def write_comparison(runs: list[tuple[str, int, list[str]]], out: str, plot: str | None = None,
-                     title: str = "") -> pd.DataFrame:
-    table = comparison_table(runs)
+                     title: str = "", reference: str | None = None) -> pd.DataFrame:
+    table = comparison_table(runs, reference)
     with atomic_output(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     if plot:

@@ -38,11 +38,48 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
 
 
 NO_PSEUDO_LABELS = {"im_fraction": float("nan"), "pseudo_images": 0, "pseudo_images_kept": 0,
-                    "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan")}
+                    "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan"),
+                    "im_error_recall": float("nan")}
+NO_BUDGET = {"trainer": "", "steps": float("nan"), "image_steps": float("nan"), "train_seconds": float("nan")}
 
 
-def pseudo_label_statistics(pseudo: str, data: str) -> dict:
-    """IM fraction and, where the unlabeled split has (hidden) ground truth, accuracy and coverage."""
+def model_budget(checkpoint: str) -> dict:
+    """What training one model cost: its trainer, optimizer steps, image-steps (steps x the
+    images it draws per step: the batch, twice that for a trainer that also draws an unlabeled
+    batch, trainers/__init__.py) and training seconds (runtime/resume.py keeps counting over
+    resumes)."""
+    from ..models.checkpoints import read_checkpoint
+    from ..trainers import trainer_spec
+    ckpt = read_checkpoint(checkpoint)
+    settings, history = ckpt.get("settings", {}), ckpt.get("history") or [{}]
+    steps = history[-1].get("step", float("nan"))
+    trainer = settings.get("trainer", "supervised")
+    per_step = settings.get("batch_size", float("nan")) * (2 if trainer_spec(trainer).draws_unlabeled else 1)
+    return {"model_id": ckpt["model_id"], "trainer": trainer, "steps": steps, "image_steps": steps * per_step,
+            "train_seconds": float(ckpt.get("train_seconds", float("nan")))}
+
+
+def error_recall(labels: np.ndarray, truth: np.ndarray, left_out: np.ndarray, ignore_index: int,
+                 class_names: list[str]) -> dict:
+    """How much of a teacher's error the pseudo-labels left out: of the pixels where the
+    teacher's label (`labels`, N x H x W, or N x L x H x W multi-label) is wrong against the
+    ground truth, the share inside `left_out` (N x H x W: the IM); per true class, or per label
+    (its wrong pixels). nan where there is no error to find."""
+    known = truth != ignore_index
+    wrong = known & (labels != truth)
+    inside = left_out[:, None] if labels.ndim == 4 else left_out
+    share = lambda w: float((w & inside).sum() / w.sum()) if w.any() else float("nan")  # noqa: E731
+    out = {"im_error_recall": share(wrong)}
+    for k, name in enumerate(class_names):
+        out[f"im_error_recall_{name}"] = share(wrong[:, k] if labels.ndim == 4 else wrong & (truth == k))
+    return out
+
+
+def pseudo_label_statistics(pseudo: str, data: str, teacher_predictions: dict[str, str] | None = None) -> dict:
+    """IM fraction and, where the unlabeled split has (hidden) ground truth, accuracy and coverage;
+    with the teachers' prediction stores (model id -> store), the share of the first teacher's
+    wrong pixels that the pseudo-labels left out (`im_error_recall`, overall and per class/label:
+    does the mask mark the errors?)."""
     store, data_store = open_store(pseudo), open_store(data)
     index = store["index"][:]
     keep = store["keep"][:]
@@ -57,17 +94,28 @@ def pseudo_label_statistics(pseudo: str, data: str) -> dict:
         labels = store["labels"].get_orthogonal_selection((np.flatnonzero(keep),))
         stats.update(metrics.pseudo_label_quality(labels[has_truth], truth[has_truth], data_store.attrs["ignore_index"],
                                                   len(data_store.attrs["class_names"]), data_store.attrs["class_names"]))
+        teacher = (store.attrs.get("teachers") or [None])[0]
+        if teacher in (teacher_predictions or {}):
+            rows = np.flatnonzero(keep)[has_truth]
+            predicted = open_store(teacher_predictions[teacher])["unlabeled/labels"].get_orthogonal_selection((rows,))
+            left_out = store["im"].get_orthogonal_selection((rows,))
+            stats.update(error_recall(predicted, truth[has_truth], left_out, data_store.attrs["ignore_index"],
+                                      data_store.attrs["class_names"]))
     return stats
 
 
 def generation_table(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
-                     data: str) -> pd.DataFrame:
-    """One row per model, best first: rank, lineage (init, parent, label source, path), the dev,
-    val and test scores, and the statistics of the pseudo-labels it trained on (`pseudo`: model
-    id -> pseudo-label store; a model without one has none)."""
+                     data: str, checkpoints: list[str] | None = None,
+                     teacher_predictions: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per model, best first: rank, lineage (init, parent, label source, path), what
+    training it cost (`checkpoints`: model_budget), the dev, val and test scores, and the
+    statistics of the pseudo-labels it trained on (`pseudo`: model id -> pseudo-label store; a
+    model without one has none; `teacher_predictions`: model id -> prediction store, for the
+    mask's error recall)."""
     sel = read_json(selection)
     pseudo = pseudo or {}
-    stats = {store: pseudo_label_statistics(store, data) for store in set(pseudo.values())}
+    stats = {store: pseudo_label_statistics(store, data, teacher_predictions) for store in set(pseudo.values())}
+    budgets = {b["model_id"]: b for b in map(model_budget, checkpoints or [])}
     rows = []
     for path in score_files:
         s = read_json(path)
@@ -78,6 +126,7 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
                "label_source": lineage.get("label_source", ""), "path": lineage.get("path", ""),
                "best_so_far": sel.get("best_so_far", {}).get("model_id", ""),
                "numeric_path": s.get("numeric_path", "")}
+        row.update({k: v for k, v in budgets.get(s["model_id"], NO_BUDGET).items() if k != "model_id"})
         for split in ("dev", "val", "test"):
             row.update({f"{split}_{k}": v for k, v in s.get(split, s["val"]).items() if k != "images"})
         row.update(NO_PSEUDO_LABELS)
@@ -87,8 +136,9 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
 
 
 def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
-                             data: str, out: str) -> pd.DataFrame:
-    table = generation_table(score_files, selection, generation, pseudo, data)
+                             data: str, out: str, checkpoints: list[str] | None = None,
+                             teacher_predictions: dict[str, str] | None = None) -> pd.DataFrame:
+    table = generation_table(score_files, selection, generation, pseudo, data, checkpoints, teacher_predictions)
     with atomic_output(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return table

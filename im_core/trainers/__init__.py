@@ -28,6 +28,7 @@ class TrainerSpec:
     continues_parent: bool = False  # always starts from the previous generation's best model
     searchable: bool = False        # GIST/RIST's searches (students.search) continue their parents with it
     one_forward: bool = False       # calls the model once per batch, as a CUDA graph replay needs
+    draws_unlabeled: bool = False   # draws an unlabeled batch of the batch size every step (its budget: 2 x the batch)
     settings: tuple[str, ...] = ()  # keys of the trainer's schema block that are its own settings
     problems: Callable[[dict], list[str]] | None = None  # checks of its own settings (the config's trainer block)
     summary: str = ""
@@ -52,16 +53,16 @@ def _continuous_problems(section: dict) -> list[str]:
     return errors
 
 
-CONTINUOUS = dict(settings=("continuous",), problems=_continuous_problems)
+CONTINUOUS = dict(settings=("continuous",), problems=_continuous_problems, draws_unlabeled=True)
 
 TRAINERS: dict[str, TrainerSpec] = {
     "supervised": TrainerSpec("supervised", searchable=True, one_forward=True,
                               summary="cross-entropy on the labeled images (and the generation's pseudo-labels)"),
     "consistency": TrainerSpec("consistency", stage0=False, pseudo_labels=False, continues_parent=True,
-                               settings=("consistency_weight",),
+                               settings=("consistency_weight",), draws_unlabeled=True,
                                summary="the previous generation's best fine-tuned: cross-entropy plus an MSE between "
                                        "its probabilities on two noised views of unlabeled images"),
-    "cct": TrainerSpec("cct", students=False, settings=("cct",), problems=_cct_problems,
+    "cct": TrainerSpec("cct", students=False, settings=("cct",), problems=_cct_problems, draws_unlabeled=True,
                        summary="cross-consistency training: auxiliary decoders on perturbed encoder features of "
                                "unlabeled images agree with the main decoder (Ouali et al., CVPR 2020)"),
     "fixmatch": TrainerSpec("fixmatch", **CONTINUOUS,

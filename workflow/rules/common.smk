@@ -353,10 +353,15 @@ def metrics_inputs(w):
         "data": data_store(w),
         "settings": f"results/{w.exp}/gen{w.gen}/settings.json",
     }
+    inputs["checkpoints"] = model_files(w.exp, int(w.gen), "model.pt")  # what training cost
     if int(w.gen) > 0:
         inputs["pseudo"] = sorted(set(pseudo_stores(w.exp, w.gen).values()))
         # so that a run to gen g leaves every earlier generation's table too
         inputs["previous"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/metrics.csv"
+        # the teachers' predictions: how much of their error the mask finds
+        made_by = builder(w)
+        earlier = range(int(w.gen)) if made_by.earlier_generations else [int(w.gen) - 1]
+        inputs["teachers"] = [f for g in earlier for f in model_files(w.exp, g, "predictions.zarr")]
     return inputs
 
 

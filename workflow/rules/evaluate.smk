@@ -87,6 +87,7 @@ rule generation_metrics:
         "results/benchmarks/{exp}/gen{gen}/generation_metrics.tsv"
     params:
         pseudo=pseudo_arguments,
+        teachers=lambda w, input: ("--teacher-predictions " + " ".join(input.teachers)) if "teachers" in input.keys() else "",
         code=code_version("metrics"),
     threads: 1
     resources:
@@ -96,4 +97,5 @@ rule generation_metrics:
         ENV
     shell:
         "python -m im_core.cli metrics --scores {input.scores} --selection {input.selection}"
-        " --generation {wildcards.gen} {params.pseudo} --data {input.data} --out {output} --log {log}"
+        " --generation {wildcards.gen} {params.pseudo} --checkpoints {input.checkpoints}"
+        " {params.teachers} --data {input.data} --out {output} --log {log}"

@@ -134,6 +134,8 @@ rule compare_methods:
         "results/benchmarks/{dataset}/compare_methods.tsv"
     params:
         runs=lambda w, input: " ".join(f"{run}={','.join(input[run])}" for run in input.keys() if run != "paths"),
+        reference=lambda w: (f"--reference {CONFIG['comparisons'][w.dataset]['reference']}"
+                             if CONFIG["comparisons"].get(w.dataset, {}).get("reference") else ""),
         code=code_version("compare"),
     threads: 1
     resources:
@@ -142,5 +144,5 @@ rule compare_methods:
     conda:
         ENV
     shell:
-        "python -m im_core.cli compare --runs {params.runs} --title {wildcards.dataset}"
+        "python -m im_core.cli compare --runs {params.runs} --title {wildcards.dataset} {params.reference}"
         " --out {output.table} --plot {output.plot} --log {log}"

@@ -1,0 +1,105 @@
+"""Comparisons a reader can trust: paired differences with their intervals, the budget a row
+spent, and how much of the teachers' error the IM marks (issue 31's first part)."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from im_core.steps.compare import comparison_table, differences_to, paired_difference, run_rows
+from im_core.steps.evaluate import error_recall
+from test_workflow import snakemake
+
+
+def test_paired_difference_and_its_interval():
+    d = paired_difference([0.02, 0.03, 0.04])
+    # mean 0.03, std 0.01, t(0.975, 2) = 4.303: half-width 4.303 x 0.01 / sqrt(3)
+    assert d["mean"] == pytest.approx(0.03) and d["ci95"] == pytest.approx(4.3027 * 0.01 / 3 ** 0.5, rel=1e-3)
+    assert d["resolved"]
+    unresolved = paired_difference([0.05, -0.04, 0.02])
+    assert not unresolved["resolved"] and unresolved["ci95"] > abs(unresolved["mean"])
+    one = paired_difference([0.1])
+    assert one["mean"] == 0.1 and np.isnan(one["ci95"]) and not one["resolved"]
+
+
+def _metrics(path, generation, test, val, image_steps, seconds, **extra):
+    rows = [{"generation": generation, "rank": i + 1, "val_miou": v, "val_miou_per_image": v, "test_miou": t,
+             "test_miou_per_image": t, "im_fraction": extra.get("im_fraction", np.nan),
+             "pseudo_accuracy": np.nan, "pseudo_coverage": np.nan, "image_steps": s, "train_seconds": sec,
+             "im_error_recall": extra.get("recall", np.nan)}
+            for i, (t, v, s, sec) in enumerate(zip(test, val, image_steps, seconds))]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def test_budget_accumulates_over_the_generations_and_the_differences_pair_seeds(tmp_path):
+    runs = []
+    for seed, (ldt, im1) in enumerate([(0.50, 0.55), (0.52, 0.56), (0.48, 0.54)]):
+        g0 = _metrics(tmp_path / f"ldt{seed}.csv", 0, [ldt, ldt - 0.01], [0.6, 0.59], [800, 800], [10, 12])
+        g1 = _metrics(tmp_path / f"im{seed}.csv", 1, [im1, im1 - 0.02], [0.7, 0.69], [1600, 1600], [20, 20],
+                      recall=0.4)
+        runs += [("ldt", seed, [g0]), ("im", seed, [g0, g1])]
+    rows = run_rows("im", 0, runs[1][2])
+    assert [r["image_steps"] for r in rows] == [1600, 4800] and [r["train_seconds"] for r in rows] == [22, 62]
+    table = comparison_table(runs).set_index(["method", "generation"])
+    assert table.loc[("im", 1), "image_steps"] == 4800 and table.loc[("ldt", 0), "image_steps"] == 1600
+    assert table.loc[("im", 1), "im_error_recall"] == pytest.approx(0.4)
+    # IM gen1 - LDT per seed: 0.05, 0.04, 0.06
+    assert table.loc[("im", 1), "diff_ldt"] == pytest.approx(0.05)
+    assert bool(table.loc[("im", 1), "diff_ldt_resolved"])
+    assert table.loc[("im", 0), "diff_ldt"] == pytest.approx(0.0)  # gen0 is LDT's
+    assert np.isnan(table.loc[("ldt", 0)].get("diff_ldt", np.nan))
+    with_ref = comparison_table(runs, reference="im").set_index(["method", "generation"])
+    assert with_ref.loc[("ldt", 0), "diff_im"] == pytest.approx(-0.05)  # LDT against IM's last generation
+
+
+def test_differences_need_the_same_seed(tmp_path):
+    per_run = pd.DataFrame([
+        {"method": "ldt", "seed": 0, "generation": 0, "test_miou": 0.5},
+        {"method": "a", "seed": 0, "generation": 0, "test_miou": 0.6},
+        {"method": "a", "seed": 7, "generation": 0, "test_miou": 0.9},  # no LDT with seed 7: not paired
+    ])
+    d = differences_to(per_run, "ldt")[("a", 0)]
+    assert d["mean"] == pytest.approx(0.1) and np.isnan(d["ci95"])
+
+
+def test_error_recall_on_hand_made_arrays():
+    truth = np.array([[[0, 1, 2, 255]]])          # one image, four pixels, the last unknown
+    teacher = np.array([[[0, 2, 0, 1]]])          # wrong at pixels 1 and 2
+    im = np.array([[[False, True, False, True]]])  # the mask finds pixel 1 only
+    out = error_recall(teacher, truth, im, 255, ["a", "b", "c"])
+    assert out["im_error_recall"] == 0.5
+    assert np.isnan(out["im_error_recall_a"]) and out["im_error_recall_b"] == 1.0 and out["im_error_recall_c"] == 0.0
+    # multi-label: per label, the union mask
+    truth_ml = np.array([[[[1, 0]], [[0, 0]]]])    # 1 image, 2 labels, 1 x 2 pixels
+    teacher_ml = np.array([[[[0, 0]], [[1, 1]]]])  # label 0 wrong at pixel 0; label 1 wrong at both
+    out = error_recall(teacher_ml, truth_ml, np.array([[[True, False]]]), 255, ["x", "y"])
+    assert out["im_error_recall"] == pytest.approx(2 / 3) and out["im_error_recall_x"] == 1.0
+    assert out["im_error_recall_y"] == 0.5
+
+
+TINY = {"source": "demo", "n_images": 40, "size": [32, 32], "seed": 1,
+        "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2}
+
+
+@pytest.mark.slow
+def test_a_three_seed_comparison_has_the_new_columns(tmp_path):
+    config = {"datasets": {"tiny": TINY},
+              "experiments": {"tiny": {"dataset": "tiny", "generations": 1, "model": {"alpha": 0.25},
+                                       "train": {"batch_size": 4, "steps": 4, "eval_every": 2, "predict_batch_size": 32},
+                                       "stage0": {"models": 2}, "students": {"models": 2},
+                                       "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
+              "comparisons": {"tiny": {"base": "tiny", "generations": 1, "seeds": [0, 1, 2],
+                                       "methods": ["ldt", "cct", "im"], "reference": "cct"}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "results/tiny/compare.csv")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    table = pd.read_csv(tmp_path / "results" / "tiny" / "compare.csv").set_index(["method", "generation"])
+    assert (table["seeds"] == 3).all()
+    # budget: gen0 2 models x 4 steps x 4 images; IM gen1 adds 2 students x 4 x 4; CCT draws 2 x 4 per step
+    assert table.loc[("ldt", 0), "image_steps"] == 32 and table.loc[("im", 1), "image_steps"] == 64
+    assert table.loc[("cct", 0), "image_steps"] == 64
+    assert {"diff_ldt", "diff_ldt_ci95", "diff_ldt_resolved", "diff_cct", "train_seconds"} <= set(table.columns)
+    assert not np.isnan(table.loc[("im", 1), "diff_ldt_ci95"])
+    assert 0 <= table.loc[("im", 1), "im_error_recall"] <= 1
+    metrics = pd.read_csv(tmp_path / "results/tiny/compare/im/seed0/gen1/metrics.csv")
+    assert {"im_error_recall", "trainer", "steps", "image_steps"} <= set(metrics.columns)
