@@ -35,12 +35,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.methods.presets import BASELINES, LABELS, METHODS  # noqa: E402
+from im_core.methods.presets import LABELS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-REFERENCES = ("ldt", "unimatch_eq")
+REFERENCE = "unimatch_eq"  # the comparisons' `reference`: UniMatch at IM's budget
 
 
 def merged_config() -> dict:
@@ -51,106 +50,43 @@ def merged_config() -> dict:
     return config
 
 
-def row_method(comparison: dict, row: str) -> str:
-    return comparison.get("variants", {}).get(row, {}).get("method", row)
+def table_of(name: str) -> pd.DataFrame:
+    """The comparison's rows at their last generation (compare.csv: mean ± std over seeds, the
+    paired differences to LDT and to the reference, the budget), with the first generation's
+    test mIoU beside the last for the generational rows."""
+    table = pd.read_csv(REPO / "results" / name / "compare.csv")
+    last = table.loc[table.groupby("method", sort=False)["generation"].idxmax()].copy()
+    gen1 = table[table["generation"] == 1].set_index("method")["test_miou"]
+    last["test_miou_gen1"] = last["method"].map(gen1).where(last["generation"] > 1)
+    return last.reset_index(drop=True)
 
 
-def row_dirs(root: Path, comparison: dict, row: str, seed: int) -> list[tuple[int, Path]]:
-    """(generation, folder) of every generation a row trains or reads: its start's gen0 for a
-    self-training method, then its own generations."""
-    method = row_method(comparison, row)
-    own = root / "compare" / row / f"seed{seed}"
-    if method in BASELINES:
-        return [(0, own / "gen0")]
-    start = comparison.get("variants", {}).get(row, {}).get("start") or METHODS[method]["start"]
-    return [(0, root / "compare" / start / f"seed{seed}" / "gen0")] + [
-        (g, own / f"gen{g}") for g in range(1, comparison["generations"] + 1)]
-
-
-def budget(folders: list[tuple[int, Path]]) -> tuple[int, float]:
-    """Image-steps and training seconds of every model in these generations (checkpoints)."""
-    image_steps, seconds = 0, 0.0
-    for _, folder in folders:
-        for ckpt_path in sorted(folder.glob("models/*/model.pt")):
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            s = ckpt["settings"]
-            steps = ckpt["history"][-1]["step"]
-            per_step = s["batch_size"] * (2 if s["trainer"] in CONTINUOUS_TRAINERS else 1)
-            image_steps += steps * per_step
-            seconds += ckpt["train_seconds"]
-    return image_steps, seconds
-
-
-def final_score(folder: Path) -> float:
-    """Test mIoU of the generation's best-on-validation model (its metrics.csv)."""
-    table = pd.read_csv(folder / "metrics.csv")
-    return float(table.sort_values("rank").iloc[0]["test_miou"])
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (nan for one value)."""
-    if len(values) < 2:
-        return float(np.mean(values)), float("nan")
-    return float(np.mean(values)), T95[len(values) - 1] * float(np.std(values, ddof=1)) / len(values) ** 0.5
-
-
-def table_of(name: str, config: dict) -> pd.DataFrame:
-    comparison = config["comparisons"][name]
-    root = REPO / "results" / name
-    rows = list(comparison["methods"]) + list(comparison.get("variants", {}))
-    per_seed, records = {}, []
-    for row in rows:
-        for seed in comparison["seeds"]:
-            folders = row_dirs(root, comparison, row, seed)
-            g, last = folders[-1]
-            steps, seconds = budget(folders)
-            per_seed[(row, seed)] = final_score(last)
-            records.append({"row": row, "seed": seed, "generation": g, "test_miou": per_seed[(row, seed)],
-                            "image_steps": steps, "train_seconds": seconds})
-            if row_method(comparison, row) not in BASELINES and g > 1:  # the first generation too
-                per_seed[(row + "@gen1", seed)] = final_score(folders[1][1])
-    frame = pd.DataFrame(records)
-    out = []
-    for row, group in frame.groupby("row", sort=False):
-        scores = group["test_miou"].tolist()
-        entry = {"row": row, "method": LABELS.get(row_method(comparison, row), row) + ("" if row in METHODS else f" ({row})"),
-                 "generation": int(group["generation"].iloc[0]), "seeds": len(scores),
-                 "test_miou": np.mean(scores), "test_miou_std": np.std(scores, ddof=1) if len(scores) > 1 else np.nan,
-                 "image_steps": int(group["image_steps"].mean()), "train_seconds": group["train_seconds"].mean()}
-        if (row + "@gen1", comparison["seeds"][0]) in per_seed:
-            entry["test_miou_gen1"] = np.mean([per_seed[(row + "@gen1", s)] for s in comparison["seeds"]])
-        for ref in REFERENCES:
-            if ref in rows and ref != row:
-                diffs = [per_seed[(row, s)] - per_seed[(ref, s)] for s in comparison["seeds"]]
-                entry[f"diff_{ref}"], entry[f"diff_{ref}_ci"] = interval(diffs)
-        out.append(entry)
-    return pd.DataFrame(out)
-
-
-def fmt_diff(mean: float, half: float) -> str:
+def fmt_diff(row: pd.Series, ref: str) -> str:
+    mean, half = row.get(f"diff_{ref}", np.nan), row.get(f"diff_{ref}_ci95", np.nan)
     if pd.isna(mean):
         return ""
     if pd.isna(half):
         return f"{mean:+.3f} (one seed)"
-    mark = "" if abs(mean) > half else " (unresolved)"
-    return f"{mean:+.3f} ± {half:.3f}{mark}"
+    return f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"diff_{ref}_resolved"] else " (unresolved)")
 
 
 def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -> str:
+    reference = REFERENCE
     lines = [f"## {name}", "", f"`{command}`" + (f": wall time {wall:.0f} s (jobs already up to date are not rerun)"
                                                   if wall is not None else ""), "",
-             "Test mIoU of the best-on-validation model at the row's last generation (mean ± std over seeds); "
-             "paired differences (same seed) with a 95 % t-interval over seeds; budget in image-steps and "
-             "training seconds summed over every model the row trains, gen0 and teachers included.", "",
-             "| method | gen | seeds | test mIoU | gen1 | − LDT | − UniMatch (eq. budget) | image-steps | train s |",
+             "Test mIoU of the best-on-validation model at the row's last generation (mean ± std over seeds; "
+             "gen1 beside it for the generational rows); paired differences (same seed) with a 95 % t-interval "
+             "over seeds, 'unresolved' where it holds 0; the budget in image-steps and training seconds summed "
+             "over every model the row trains, gen0 and teachers included (compare.csv).", "",
+             f"| method | gen | seeds | test mIoU | gen1 | − LDT | − {reference} | image-steps | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         std = "" if pd.isna(r["test_miou_std"]) else f" ± {r['test_miou_std']:.3f}"
-        gen1 = f"{r['test_miou_gen1']:.3f}" if "test_miou_gen1" in r and not pd.isna(r.get("test_miou_gen1")) else ""
-        d_ldt = fmt_diff(r.get("diff_ldt", np.nan), r.get("diff_ldt_ci", np.nan))
-        d_uni = fmt_diff(r.get("diff_unimatch_eq", np.nan), r.get("diff_unimatch_eq_ci", np.nan))
-        lines.append(f"| {r['method']} | {r['generation']} | {r['seeds']} | {r['test_miou']:.3f}{std} | {gen1} | "
-                     f"{d_ldt} | {d_uni} | {r['image_steps']:,} | {r['train_seconds']:.0f} |")
+        gen1 = "" if pd.isna(r["test_miou_gen1"]) else f"{r['test_miou_gen1']:.3f}"
+        label = r["label"] if r["label"] != r["method"] or r["method"] in LABELS else r["method"]
+        lines.append(f"| {label} | {r['generation']} | {r['seeds']} | {r['test_miou']:.3f}{std} | {gen1} | "
+                     f"{fmt_diff(r, 'ldt')} | {fmt_diff(r, reference)} | {r['image_steps']:,.0f} | "
+                     f"{r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +110,7 @@ def run_comparisons(names: list[str], cores: str) -> int:
         started = time.time()
         subprocess.run(cmd, check=True)
         wall = time.time() - started
-        table = table_of(name, config)
+        table = table_of(name)
         command = f"snakemake --cores {cores} --configfile config.yaml bench/continuous.yaml -- {target}"
         text = markdown(name, table, command, wall)
         out = REPO / "docs" / "results"
@@ -264,9 +200,8 @@ def main() -> int:
     if args.step_times:
         print(step_times(), flush=True)
     if args.summarize_only:
-        config = merged_config()
         for name in args.comparisons:
-            table = table_of(name, config)
+            table = table_of(name)
             text = markdown(name, table, f"snakemake --configfile config.yaml bench/continuous.yaml -- "
                                          f"results/{name}/compare.csv", None)
             (REPO / "docs" / "results" / f"continuous_{name}.md").write_text(text, encoding="utf-8")

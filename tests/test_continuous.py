@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from conftest import TRAIN_SETTINGS, Interrupted, interrupt_after_saves, replace
 
