@@ -207,6 +207,9 @@ class TrainSettings(Params):
     init: str | None = None          # "parent": continue the parent's weights
     parent: str | None = None        # rank:<r>, index:<i> or best_so_far
     labeled_share: float | None = None
+    # students that differ beyond their seed: each trains on its own bootstrap resample of the
+    # pseudo-labeled pairs (drawn from its seed)
+    bootstrap: bool | None = None
     # loss terms that compose with any trainer (students)
     dynamic_gamma: float | None = None
     feature_consistency: FeatureConsistency | None = None
@@ -263,6 +266,8 @@ class PseudoSettings(Params):
     temperature: float
     agreement: bool | None = None
     ratio: float | None = None
+    agree: int | None = None          # im: k of n teachers (None: all n)
+    per_label: bool | None = None     # im, multi-label: each label's own disagreement (None: the union)
 
 
 @dataclass(frozen=True)

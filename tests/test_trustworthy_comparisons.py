@@ -103,3 +103,64 @@ def test_a_three_seed_comparison_has_the_new_columns(tmp_path):
     assert 0 <= table.loc[("im", 1), "im_error_recall"] <= 1
     metrics = pd.read_csv(tmp_path / "results/tiny/compare/im/seed0/gen1/metrics.csv")
     assert {"im_error_recall", "trainer", "steps", "image_steps"} <= set(metrics.columns)
+
+
+# ------------------------------------------------------------------ IM levers: k of n, per label
+
+def test_k_of_n_agreement_keeps_the_majority_where_enough_teachers_vote_for_it():
+    from im_core.builders.im import build_pseudo_labels, inconsistency_mask
+    # 3 teachers, 1 image of 1 x 4 pixels: all agree / 2 of 3 / 2 of 3 / all differ
+    preds = np.array([[[[0, 1, 2, 0]]], [[[0, 1, 1, 1]]], [[[0, 2, 1, 2]]]], np.uint8)
+    assert inconsistency_mask(preds).tolist() == [[[False, True, True, True]]]
+    assert inconsistency_mask(preds, agree=2).tolist() == [[[False, False, False, True]]]
+    images = np.full((1, 1, 4, 3), 9, np.uint8)
+    pl = build_pseudo_labels(preds, images, "multiclass", 3, agree=2)
+    assert pl.labels.tolist() == [[[0, 1, 1, 255]]]
+    assert pl.images[0, 0, :, 0].tolist() == [9, 9, 9, 0] and pl.im_fraction[0] == 0.25
+    assert inconsistency_mask(preds, agree=3).tolist() == inconsistency_mask(preds).tolist()  # k = n: unanimity
+
+
+def test_per_label_im_masks_only_the_label_that_disagrees():
+    from im_core.builders.im import build_pseudo_labels
+    # 2 teachers, 1 image, 2 labels, 1 x 2 pixels: label 0 disagrees at pixel 0, label 1 agrees everywhere
+    preds = np.array([[[[[1, 0]], [[1, 1]]]], [[[[0, 0]], [[1, 1]]]]], np.uint8)
+    images = np.full((1, 1, 2, 1), 9, np.uint8)
+    union = build_pseudo_labels(preds, images, "multilabel", 2, block_input=False)
+    assert union.labels[0, :, 0, 0].tolist() == [255, 255]  # the union ignores every label there
+    own = build_pseudo_labels(preds, images, "multilabel", 2, block_input=False, per_label=True)
+    assert own.labels[0, :, 0, 0].tolist() == [255, 1] and own.labels[0, :, 0, 1].tolist() == [0, 1]
+    assert own.im.tolist() == union.im.tolist() == [[[True, False]]]  # the pixel's IM is the union either way
+    with pytest.raises(ValueError, match="multi-label"):
+        build_pseudo_labels(preds[:, :, 0], images, "binary", 2, per_label=True)
+
+
+def test_the_levers_are_checked_and_leave_other_builders_alone():
+    from im_core.config import pseudo_settings, validate_config
+    from im_core.errors import InputError
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"e": {"dataset": "d", "generations": 1, "pseudo_labels": {"teachers": 3, "agree": 4}}}}
+    with pytest.raises(InputError, match="agree: 4 of 3"):
+        validate_config(config)
+    config["experiments"]["e"]["pseudo_labels"] = {"teachers": 3, "per_label": True}
+    with pytest.raises(InputError, match="per_label"):
+        validate_config(config)
+    config["experiments"]["e"]["pseudo_labels"] = {"teachers": 3, "agree": 2}
+    cfg = validate_config(config)
+    assert pseudo_settings(cfg["experiments"]["e"], 1).agree == 2
+    config["experiments"]["e"]["pseudo_labels"] = {"teachers": 3}
+    params = pseudo_settings(validate_config(config)["experiments"]["e"], 1).to_params()
+    assert "agree" not in params and "per_label" not in params  # the defaults rerun nothing
+
+
+def test_bootstrap_students_draw_their_own_resample():
+    from im_core.config import train_settings, validate_config
+    from im_core.data.training_set import bootstrap_draw
+    a, b = bootstrap_draw(50, 1), bootstrap_draw(50, 2)
+    assert len(a) == 50 and a.min() >= 0 and a.max() < 50 and np.array_equal(a, bootstrap_draw(50, 1))
+    assert not np.array_equal(a, b) and len(np.unique(a)) < 50  # with replacement: some pairs twice, some never
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"e": {"dataset": "d", "generations": 1, "students": {"bootstrap": True}}}}
+    exp = validate_config(config)["experiments"]["e"]
+    assert train_settings(exp, 1, 0).bootstrap and train_settings(exp, 0, 0).bootstrap is None
+    config["experiments"]["e"]["students"] = {}
+    assert "bootstrap" not in train_settings(validate_config(config)["experiments"]["e"], 1, 0).to_params()

@@ -44,11 +44,12 @@ class Builder:
     reports_mask = False          # `im` marks where the teachers disagree: reported as the IM fraction
     one_model = False             # labels are one model's prediction: Label Erase and temperature apply
     summary = ""
+    own_of_others = ("agree", "per_label")  # keys of the im builder that other builders drop
 
     def resolve(self, section: dict, generation: int) -> dict:
         """The pseudo_labels section in force for `generation` as this builder's job settings
         (the params Snakemake records): the keys of other builders dropped."""
-        settings = {k: v for k, v in section.items() if k not in ("ratios", "agreement")}
+        settings = {k: v for k, v in section.items() if k not in ("ratios", "agreement", *self.own_of_others)}
         return settings
 
     def uses_top_n(self, settings: PseudoSettings) -> bool:
@@ -89,8 +90,9 @@ class Builder:
         """Pseudo-labels of a chunk of unlabeled images from the teachers' predictions."""
         return unmasked(preds[0], images)
 
-    def problems(self, settings: dict) -> list[str]:
-        """What is wrong with the pseudo_labels section for this builder (messages without the key prefix)."""
+    def problems(self, settings: dict, task: str) -> list[str]:
+        """What is wrong with the pseudo_labels section for this builder on data of `task`
+        (messages without the key prefix)."""
         return []
 
 

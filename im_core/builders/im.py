@@ -16,10 +16,23 @@ from .base import Builder, PseudoLabels
 LABEL_MODES = ("ignore", "im_class")
 
 
-def inconsistency_mask(preds: np.ndarray, multilabel: bool = False) -> np.ndarray:
-    """True where the teachers' discretized predictions are not all equal."""
-    disagree = np.any(preds != preds[:1], axis=0)
-    return disagree.any(axis=1) if multilabel else disagree
+def inconsistency_mask(preds: np.ndarray, multilabel: bool = False, agree: int | None = None,
+                       per_label: bool = False) -> np.ndarray:
+    """True where the teachers' discretized predictions (n x N x H x W, multi-label
+    n x N x L x H x W) are not consistent: not all equal, or with `agree` = k, fewer than k
+    teachers vote for the majority value. Multi-label: the union over the labels (N x H x W), or
+    with `per_label` each label's own (N x L x H x W)."""
+    if agree is None or agree >= len(preds):
+        disagree = np.any(preds != preds[:1], axis=0)
+    else:
+        disagree = majority_votes(preds) < agree
+    return disagree.any(axis=1) if multilabel and not per_label else disagree
+
+
+def majority_votes(preds: np.ndarray) -> np.ndarray:
+    """Per pixel, how many teachers vote for its most frequent value."""
+    values = np.unique(preds)
+    return np.max([(preds == v).sum(0, dtype=np.uint8) for v in values], axis=0)
 
 
 def morph_mask(im: np.ndarray, erode: int = 0, dilate: int = 0) -> np.ndarray:
@@ -61,17 +74,23 @@ def class_presence_disagreement(preds: np.ndarray, task: str, num_classes: int) 
 def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_classes: int, *,
                         block_input: bool = True, block_output: bool = True, label_mode: str = "ignore",
                         ignore_index: int = 255, erode: int = 0, dilate: int = 0,
-                        filter_class_disagreement: bool = False) -> PseudoLabels:
+                        filter_class_disagreement: bool = False, agree: int | None = None,
+                        per_label: bool = False) -> PseudoLabels:
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     multilabel = task == "multilabel"
-    raw_im = inconsistency_mask(preds, multilabel)
-    im = morph_mask(raw_im, erode, dilate)
-    # Outside the IM the teachers agree, except where erosion shrank the IM: take the vote there.
+    if per_label and not multilabel:
+        raise ValueError(f"per_label masks are for multi-label data; this task is {task!r}")
+    raw = inconsistency_mask(preds, multilabel, agree, per_label)
+    # the mask of each label (per_label) or of the pixel; im is always the pixel's (the union)
+    masks = (np.stack([morph_mask(raw[:, k], erode, dilate) for k in range(raw.shape[1])], 1) if per_label
+             else morph_mask(raw, erode, dilate))
+    im = masks.any(1) if per_label else masks
+    # Outside the IM the teachers agree (k of n: the majority), except where erosion shrank the IM: the vote there.
     labels = majority_vote(preds, task, num_classes)
     if block_output:
         im_value = ignore_index if label_mode == "ignore" else (num_classes if task == "multiclass" else 0)
-        where = im[:, None] if multilabel else im
+        where = masks if per_label else (im[:, None] if multilabel else im)
         labels = np.where(np.broadcast_to(where, labels.shape), np.uint8(im_value), labels)
     masked = np.where(im[..., None], np.uint8(0), images) if block_input else images.copy()
     keep = ~class_presence_disagreement(preds, task, num_classes) if filter_class_disagreement else np.ones(len(images), bool)
@@ -94,8 +113,20 @@ class InconsistencyMask(Builder):
     def teachers(self, selection, settings, parent, generation):
         return selection["selected"][:settings.teachers]
 
+    own_of_others = ()
+
     def build(self, preds, confidence, images, task, num_classes, ignore, settings, prepared=None):
         return build_pseudo_labels(preds, images, task, num_classes, block_input=settings.block_input,
                                    block_output=settings.block_output, label_mode=settings.label_mode,
                                    ignore_index=ignore, erode=settings.erode, dilate=settings.dilate,
-                                   filter_class_disagreement=settings.filter_class_disagreement)
+                                   filter_class_disagreement=settings.filter_class_disagreement,
+                                   agree=settings.agree, per_label=bool(settings.per_label))
+
+    def problems(self, settings: dict, task: str) -> list[str]:
+        errors = []
+        if settings.get("agree") is not None and settings["agree"] > settings["teachers"]:
+            errors.append(f"agree: {settings['agree']} of {settings['teachers']} teachers cannot agree; "
+                          f"at most `teachers`")
+        if settings.get("per_label") and task != "multilabel":
+            errors.append(f"per_label: masks per label are for multi-label data; this data set is {task}")
+        return errors

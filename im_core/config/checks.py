@@ -226,6 +226,7 @@ def _student_problems(key: str, resolved: dict, ds: dict, g: int, where: str) ->
                       f"bound) with pseudo_labels.builder {pl['builder']!r} from generation {g}: the students would "
                       "train on the ground truth and on pseudo-labels of the same unlabeled images; set "
                       "students.labels: labeled, or pseudo_labels.builder: none")
+    errors += [f"{where}: {key}.pseudo_labels.{m}" for m in builder(pl["builder"]).problems(pl, ds.get("task", "multiclass"))]
     n = len(ds["class_names"])
     if pl["label_mode"] == "im_class" and ds.get("task", "multiclass") == "multiclass" and ds.get("ignore_index") == n:
         errors.append(f"{where}: {key}.pseudo_labels.label_mode: 'im_class' labels IM pixels {n} (after the {n} "

@@ -55,6 +55,8 @@ def train_settings(exp: dict, generation: int, model_index: int) -> TrainSetting
             params["labeled_share"] = plan.labeled_share
         if section["dynamic_gamma"] > 0:
             params["dynamic_gamma"] = section["dynamic_gamma"]
+        if section["bootstrap"]:
+            params["bootstrap"] = True
         if section["feature_consistency"] > 0:
             params["feature_consistency"] = {k: section[k] for k in ("feature_consistency", "ema_decay",
                                                                      "feature_dropout")}

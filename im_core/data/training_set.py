@@ -52,10 +52,18 @@ def training_set(store, pseudo_path: str | None, settings: TrainSettings | None 
         block_input = builder(built.builder).masks_input(built)
         im = pseudo["im"].get_orthogonal_selection(keep)
         blocked.append(im if block_input else np.zeros_like(im))
+        if settings and settings.bootstrap:
+            draw = bootstrap_draw(len(images[-1]), settings.seed)
+            images[-1], labels[-1], blocked[-1] = images[-1][draw], labels[-1][draw], blocked[-1][draw]
         extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
     n_pseudo = len(images[-1]) if pseudo_path else 0
     return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
                        len(labeled.index), n_pseudo)
+
+
+def bootstrap_draw(n: int, seed: int) -> np.ndarray:
+    """n positions drawn with replacement from 0..n-1, from `seed` alone (a student's own resample)."""
+    return np.sort(np.random.default_rng([seed, 0xB007]).integers(0, n, n))
 
 
 def left_out_pixels(pseudo_path: str | None, unlabeled_index: np.ndarray, what: str) -> np.ndarray:
