@@ -27,7 +27,25 @@ sys.path.insert(0, str(REPO))
 from im_core.steps.compare import format_by_generation, format_table  # noqa: E402
 
 
-COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy")
+COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy",
+           "im_error_recall", "image_steps")
+
+
+def format_differences(table: pd.DataFrame, reference: str = "ldt") -> str:
+    """Markdown: each row's paired test-mIoU difference to `reference` (same seed), with its 95 %
+    interval over seeds and whether it is resolved (compare.csv's diff_<reference> columns)."""
+    column = f"diff_{reference}"
+    if column not in table:
+        return f"(no {reference} row: no paired differences)"
+    lines = [f"| method | gen | seeds | − {reference} (95 % interval) |", "|---|---|---|---|"]
+    for _, row in table.iterrows():
+        mean, half = row[column], row[f"{column}_ci95"]
+        if pd.isna(mean):
+            continue
+        cell = (f"{mean:+.3f} (one seed)" if pd.isna(half) else
+                f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"{column}_resolved"] else " (unresolved)"))
+        lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | {cell} |")
+    return "\n".join(lines)
 
 
 def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
@@ -90,7 +108,11 @@ def main() -> int:
                 f"made them: {job_seconds:.0f} s of job time\n\n"
                 f"Test mIoU (data-set level) of the best-on-validation model:\n\n{format_by_generation(table, 'test_miou')}\n\n"
                 f"Mean test mIoU of the generation's models:\n\n{format_by_generation(table, 'test_miou_models_mean')}\n\n"
-                f"All columns:\n\n{format_table(table, COLUMNS)}\n")
+                f"Paired differences to LDT (test mIoU, same seed):\n\n{format_differences(table)}\n\n"
+                + (f"Share of the first teacher's wrong pixels inside the IM (error recall; where the unlabeled "
+                   f"images have hidden masks):\n\n{format_by_generation(table, 'im_error_recall')}\n\n"
+                   if "im_error_recall" in table else "") +
+                f"All columns:\n\n{format_table(table, tuple(c for c in COLUMNS if c in table))}\n")
         out = REPO / "docs" / "results" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
