@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.methods.presets import LABELS  # noqa: E402
+from im_core.methods.presets import BASELINES, LABELS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
@@ -90,6 +90,21 @@ def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -
     return "\n".join(lines) + "\n"
 
 
+def seed_targets(name: str, comparison: dict, seed: int) -> list[str]:
+    """The last generation's metrics table of every row of one seed."""
+    rows = list(comparison["methods"]) + list(comparison.get("variants", {}))
+    method = lambda row: comparison.get("variants", {}).get(row, {}).get("method", row)  # noqa: E731
+    return [f"results/{name}/compare/{row}/seed{seed}/gen{0 if method(row) in BASELINES else comparison['generations']}"
+            f"/metrics.csv" for row in rows]
+
+
+def snakemake(targets: list[str], cores: str) -> None:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
+           "--configfile", *map(str, CONFIGS), "--cores", cores, "--", *targets]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def run_comparisons(names: list[str], cores: str) -> int:
     config = merged_config()
     status = 0
@@ -104,11 +119,11 @@ def run_comparisons(names: list[str], cores: str) -> int:
             status = 2
             continue
         target = f"results/{name}/compare.csv"
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
-               "--configfile", *map(str, CONFIGS), "--cores", cores, "--", target]
-        print("$", " ".join(cmd), flush=True)
         started = time.time()
-        subprocess.run(cmd, check=True)
+        # seed by seed, so that a run stopped early leaves whole seeds (Snakemake goes on from there)
+        for seed in config["comparisons"][name]["seeds"]:
+            snakemake(seed_targets(name, config["comparisons"][name], seed), cores)
+        snakemake([target], cores)
         wall = time.time() - started
         table = table_of(name)
         command = f"snakemake --cores {cores} --configfile config.yaml bench/continuous.yaml -- {target}"
