@@ -89,7 +89,7 @@ def test_a_three_seed_comparison_has_the_new_columns(tmp_path):
                                        "stage0": {"models": 2}, "students": {"models": 2},
                                        "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
               "comparisons": {"tiny": {"base": "tiny", "generations": 1, "seeds": [0, 1, 2],
-                                       "methods": ["ldt", "cct", "im"], "reference": "cct"}}}
+                                       "methods": ["ldt", "ldt_continued", "cct", "im"], "reference": "cct"}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "results/tiny/compare.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
@@ -103,6 +103,11 @@ def test_a_three_seed_comparison_has_the_new_columns(tmp_path):
     assert 0 <= table.loc[("im", 1), "im_error_recall"] <= 1
     metrics = pd.read_csv(tmp_path / "results/tiny/compare/im/seed0/gen1/metrics.csv")
     assert {"im_error_recall", "trainer", "steps", "image_steps"} <= set(metrics.columns)
+    # the continued-training control: gen1 continues gen0's model of its index on the labeled images only
+    assert table.loc[("ldt_continued", 1), "image_steps"] == 64
+    continued = pd.read_csv(tmp_path / "results/tiny/compare/ldt_continued/seed0/gen1/metrics.csv").set_index("model_id")
+    assert continued.loc["gen1_m0", "init"] == "parent" and continued.loc["gen1_m0", "parent"] == "gen0_m0"
+    assert continued["label_source"].eq("L").all() and continued["pseudo_images"].eq(0).all()
 
 
 # ------------------------------------------------------------------ IM levers: k of n, per label

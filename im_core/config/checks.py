@@ -139,7 +139,9 @@ def _trainer_problems(key: str, resolved: dict, g: int, where: str) -> list[str]
         errors.append(f"{where}: {key}.stage0.continuous.im_online: gen0 has no teachers whose disagreement could "
                       "mask its unlabeled loss; it applies to students")
     pl = resolved["pseudo_labels"]
-    if trainer_spec(students).pseudo_labels != builder(pl["builder"]).makes_labels:
+    # a student that continues its parent may do so on the ground truth alone (the continued-training control)
+    continued = resolved["students"]["init"] == "parent" and not builder(pl["builder"]).makes_labels
+    if trainer_spec(students).pseudo_labels != builder(pl["builder"]).makes_labels and not continued:
         without = [n for n, spec in TRAINERS.items() if not spec.pseudo_labels]
         errors.append(f"{where}: {key}: students.trainer {' or '.join(map(repr, without))} goes with "
                       f"pseudo_labels.builder 'none' (it uses no pseudo-labels) and only with it; got trainer "

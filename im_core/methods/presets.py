@@ -32,6 +32,11 @@ METHODS: dict[str, dict] = {
     "noisy_student": {"start": "ldt", "pseudo_labels": {"builder": "best_teacher"}, "noisy_student": {"enabled": True}},
     "consistency": {"start": "ldt", "pseudo_labels": {"builder": "none"}, "students": {"trainer": "consistency"}},
     "im": {"start": "ldt", "pseudo_labels": {"builder": "im"}},
+    # the continued-training control: each generation continues the previous generation's model
+    # of the same index on the labeled images alone, for the students' steps; a self-training
+    # method's gain is credited to the unlabeled images only above it
+    "ldt_continued": {"start": "ldt", "pseudo_labels": {"builder": "none"},
+                      "students": {"init": "parent", "parent": "same_index"}},
     "im_plus": {"start": "ldt", "pseudo_labels": {"builder": "im"}, "noisy_student": {"enabled": True}},
     "aim_plus": {"start": "aldt", "train": {"labeled_copies": 9}, "pseudo_labels": {"builder": "im"},
                  "noisy_student": {"enabled": True}},
@@ -69,7 +74,7 @@ BASELINES = ("fdt", "ldt", "aldt", "cct", "fixmatch", "unimatch", "unimatch_v2")
 STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
 LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
-          "im": "IM", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
+          "im": "IM", "ldt_continued": "LDT continued", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
           "gist_im": "GIST+IM", "rist_im": "RIST+IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
           "dst_cbc_im": "DST-CBC+IM", "fixmatch": "FixMatch", "unimatch": "UniMatch", "unimatch_v2": "UniMatch V2",
           "unimatch_im": "IM from UniMatch", "unimatch_im_unimatch": "IM from UniMatch, UniMatch students",
