@@ -42,8 +42,9 @@ def format_differences(table: pd.DataFrame, reference: str = "ldt") -> str:
         mean, half = row[column], row[f"{column}_ci95"]
         if pd.isna(mean):
             continue
+        over = " over test images" if row.get(f"{column}_over") == "images" else ""
         cell = (f"{mean:+.3f} (one seed)" if pd.isna(half) else
-                f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"{column}_resolved"] else " (unresolved)"))
+                f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"{column}_resolved"] else " (unresolved)"))
         lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | {cell} |")
     return "\n".join(lines)
 

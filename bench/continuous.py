@@ -67,7 +67,8 @@ def fmt_diff(row: pd.Series, ref: str) -> str:
         return ""
     if pd.isna(half):
         return f"{mean:+.3f} (one seed)"
-    return f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"diff_{ref}_resolved"] else " (unresolved)")
+    over = " (images)" if row.get(f"diff_{ref}_over") == "images" else ""
+    return f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"diff_{ref}_resolved"] else " (unresolved)")
 
 
 def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -> str:

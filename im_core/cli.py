@@ -103,7 +103,8 @@ def _teacher_predictions(stores: list[str]) -> dict[str, str]:
 def cmd_metrics(a):
     from .steps import evaluate
     table = evaluate.write_generation_metrics(a.scores, a.selection, a.generation, _pseudo_by_model(a.pseudo),
-                                              a.data, a.out, a.checkpoints, _teacher_predictions(a.teacher_predictions))
+                                              a.data, a.out, a.checkpoints, _teacher_predictions(a.teacher_predictions),
+                                              a.predictions, a.confusions_out)
     return {"models": len(table), "best_val_miou": float(table["val_miou"].max()),
             "test_miou_of_best": float(table.iloc[0]["test_miou"])}
 
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoints", nargs="*", help="the generation's checkpoints (what training cost)")
     sp.add_argument("--teacher-predictions", nargs="*", default=[],
                     help="prediction stores of the earlier generations' models (the IM's error recall)")
+    sp.add_argument("--predictions", nargs="*", default=[], help="the generation's prediction stores")
+    sp.add_argument("--confusions-out", help="NPZ: each model's per-image confusions on the test split (bootstrap)")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True)
 

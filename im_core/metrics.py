@@ -45,6 +45,20 @@ def class_ious(confusions: np.ndarray, multilabel: bool) -> np.ndarray:
     return iou_from_confusion(confusions[0])
 
 
+def per_image_confusions(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int,
+                         multilabel: bool) -> np.ndarray:
+    """One set of `dataset_confusions` per image (N x K x a x a): summed over any subset of the
+    images they give that subset's data-set-level mIoU (`miou_of`), as a bootstrap over images needs."""
+    return np.stack([dataset_confusions(p[None], t[None], num_classes, ignore_index, multilabel)
+                     for p, t in zip(pred, target)])
+
+
+def miou_of(confusions: np.ndarray, multilabel: bool) -> float:
+    """Data-set-level mIoU of summed confusions (K x a x a)."""
+    ious = class_ious(confusions, multilabel)
+    return float(np.nanmean(ious)) if np.any(~np.isnan(ious)) else float("nan")
+
+
 def per_image_miou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255, multilabel: bool = False) -> float:
     """The IM authors' mIoU: per image, mean IoU over the classes present in its ground truth;
     then the mean over images. Images without any valid ground-truth pixel are skipped."""

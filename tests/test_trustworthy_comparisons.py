@@ -169,3 +169,58 @@ def test_bootstrap_students_draw_their_own_resample():
     assert train_settings(exp, 1, 0).bootstrap and train_settings(exp, 0, 0).bootstrap is None
     config["experiments"]["e"]["students"] = {}
     assert "bootstrap" not in train_settings(validate_config(config)["experiments"]["e"], 1, 0).to_params()
+
+
+def test_one_seed_differences_bootstrap_the_test_images(tmp_path):
+    from im_core import metrics
+    from im_core.steps.compare import bootstrap_difference
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, (40, 8, 8))
+    good = np.where(rng.random(truth.shape) < 0.9, truth, (truth + 1) % 3)
+    poor = np.where(rng.random(truth.shape) < 0.6, truth, (truth + 1) % 3)
+    a, b = (metrics.per_image_confusions(p, truth, 3, 255, False) for p in (good, poor))
+    assert metrics.miou_of(a.sum(0), False) == pytest.approx(metrics.score(good, truth, ["x", "y", "z"])["miou"])
+    d = bootstrap_difference(a, b, False, draws=300)
+    assert d["mean"] > 0.2 and d["resolved"] and 0 < d["ci95"] < 0.1 and d["over"] == "images"
+    same = bootstrap_difference(a, a, False, draws=50)
+    assert same["mean"] == 0 and not same["resolved"]
+    # through the comparison: one seed, the tables' confusions beside them
+    runs = []
+    for method, pred in (("ldt", poor), ("im", good)):
+        folder = tmp_path / method
+        folder.mkdir()
+        conf = metrics.per_image_confusions(pred, truth, 3, 255, False)
+        np.savez(folder / "test_confusions.npz", _multilabel=np.array(False), gen0_m0=conf)
+        table = _metrics(folder / "metrics.csv", 0, [metrics.miou_of(conf.sum(0), False)], [0.5], [8], [1])
+        frame = pd.read_csv(table)
+        frame["model_id"] = "gen0_m0"
+        frame.to_csv(table, index=False)
+        runs.append((method, 0, [table]))
+    result = comparison_table(runs).set_index(["method", "generation"])
+    assert result.loc[("im", 0), "diff_ldt_over"] == "images" and bool(result.loc[("im", 0), "diff_ldt_resolved"])
+
+
+def test_equal_budget_shares_out_the_students_image_steps():
+    from im_core.config import train_settings, validate_config
+    from im_core.config.resolve import models_in_generation
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"b": {"dataset": "d", "generations": 2, "train": {"batch_size": 4, "steps": 100},
+                                    "stage0": {"models": 4}, "students": {"models": 4},
+                                    "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2},
+                                    "overrides": [{"from_generation": 1, "train": {"steps": 300}}]}},
+              "comparisons": {"d": {"base": "b", "generations": 2, "budget": "equal",
+                                    "methods": ["ldt", "im", "fist", "gist", "unimatch_im_unimatch", "ldt_continued"]}}}
+    exps = validate_config(config)["experiments"]
+    spent = {}
+    for method in ("im", "fist", "gist", "unimatch_im_unimatch", "ldt_continued"):
+        exp = exps[f"d/compare/{method}/seed0"]
+        for g in (1, 2):
+            models = models_in_generation(exp, g)
+            per_model = [train_settings(exp, g, i) for i in range(models)]
+            images = [s.steps * s.batch_size * (2 if s.trainer == "unimatch" else 1) for s in per_model]
+            spent[(method, g)] = sum(images)
+    # IM's students: 4 x 300 steps x 4 images per generation; every method spends the same
+    assert all(v == 4 * 300 * 4 for v in spent.values()), spent
+    assert train_settings(exps["d/compare/fist/seed0"], 1, 0).steps == 1200          # one student: 4 x as long
+    assert train_settings(exps["d/compare/unimatch_im_unimatch/seed0"], 1, 0).steps == 150  # 2 x the images a step
+    assert train_settings(exps["d/compare/ldt/seed0"], 0, 0).steps == 100              # gen0 baselines as configured

@@ -8,13 +8,13 @@ import re
 from ..builders import BUILDERS, builder
 from ..data.images import intensity_rule
 from ..errors import InputError
-from ..methods.comparisons import comparison_rows, expand_comparison
+from ..methods.comparisons import comparison_rows, deep_merge, expand_comparison
 from ..methods.presets import BASELINES, METHODS
 from ..methods.stages import beam_models
 from ..models.registry import DEFAULT, model_problems, model_stride
 from ..settings import PseudoSettings
 from ..trainers import CONTINUOUS_TRAINERS, TRAINERS, trainer_problems, trainer_spec
-from .resolve import gen0_settings, generation_settings
+from .resolve import gen0_settings, generation_settings, models_in_generation
 from .schema import messages
 
 
@@ -237,6 +237,32 @@ def _student_problems(key: str, resolved: dict, ds: dict, g: int, where: str) ->
     return errors
 
 
+def student_budget(exp: dict, g: int) -> tuple[int, int | None, int]:
+    """Generation g's students: how many, their steps (None: an epoch budget) and the images a
+    step draws (the batch; twice that for a trainer that also draws an unlabeled batch)."""
+    s = generation_settings(exp, g)
+    per_step = s["train"]["batch_size"] * (2 if trainer_spec(s["students"]["trainer"]).draws_unlabeled else 1)
+    return models_in_generation(exp, g), s["train"]["steps"], per_step
+
+
+def equal_budget(exp: dict, base: dict, where: str) -> list[str]:
+    """`budget: equal`: every generation's students of a self-training method together spend the
+    image-steps of the base experiment's students in that generation (models x steps x images
+    per step); a method with fewer (more) students, or whose trainer draws an unlabeled batch
+    too, gives each fewer (more) steps. A model that continues a parent counts its parent's steps
+    in the generation that trained the parent. Appends one override per generation."""
+    for g in range(1, exp["generations"] + 1):
+        ref_models, ref_steps, ref_images = student_budget(base, g)
+        models, steps, images = student_budget(exp, g)
+        if ref_steps is None or steps is None:
+            return [f"{where}: 'equal' shares out step budgets; generation {g}'s students train by epochs "
+                    "(train.epochs); give the base experiment's students train.steps"]
+        equal = max(1, round(ref_models * ref_steps * ref_images / (models * images)))
+        if equal != steps:
+            exp["overrides"] = exp["overrides"] + [{"from_generation": g, "train": {"steps": equal}}]
+    return []
+
+
 def expand_comparisons(config: dict, validator, where: str) -> list[str]:
     """Add each comparison's method x seed experiments to config["experiments"]."""
     errors = []
@@ -273,6 +299,9 @@ def expand_comparisons(config: dict, validator, where: str) -> list[str]:
                 errors.append(f"{where}: experiments.{name}: this name belongs to {key}; rename the experiment")
                 continue
             found = check_experiment(name, exp, config, validator, where)
+            if not found and comp.get("budget") == "equal" and exp.get("start_from"):
+                found = equal_budget(exp, deep_merge(base, comp["settings"]), f"{where}: {key}.budget")
+                found = found or check_experiment(name, exp, config, validator, where)
             errors += [f"{e} (from {key})" for e in found]
             config["experiments"][name] = exp
         if not errors:

@@ -43,7 +43,8 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
     marks the generation whose best model has the best dev mIoU of the run (after gen0 where
     there are later generations; GIST/RIST's result)."""
     rows = []
-    for path in files:
+    for path_of_table in files:
+        path = path_of_table
         try:
             table = pd.read_csv(path)
         except (OSError, pd.errors.ParserError) as e:
@@ -59,6 +60,9 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         row.update({k: float(table[k].sum(min_count=1)) if k in table else np.nan for k in BUDGET})
         path = best.get("path", "")
         row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
+        # the best model's per-image test confusions (written beside the table; older tables have none)
+        confusions = os.path.join(os.path.dirname(path_of_table), "test_confusions.npz")
+        row.update(best_model=str(best.get("model_id", "")), confusions=confusions if os.path.exists(confusions) else "")
         row["numeric_paths"] = sorted(set(table["numeric_path"].dropna().astype(str)) - {""}) if "numeric_path" in table else []
         rows.append(row)
     for k in BUDGET:  # a generation's budget includes the generations before it (its teachers, gen0)
@@ -86,6 +90,38 @@ def paired_difference(differences: list[float]) -> dict:
     return {"mean": float(d.mean()), "ci95": half, "resolved": bool(abs(d.mean()) > half)}
 
 
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, multilabel: bool, draws: int = BOOTSTRAP_DRAWS,
+                         seed: int = 0) -> dict:
+    """The test-mIoU difference of two models on the same test images from their per-image
+    confusions (N x K x c x c each), with a 95 % percentile interval over `draws` resamples of
+    the images (the same resample for both: paired); resolved where the interval excludes 0."""
+    from ..metrics import miou_of
+    if len(a) != len(b):
+        raise InputError(f"per-image confusions of {len(a)} and {len(b)} test images cannot be paired")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(draws)
+    for i in range(draws):
+        pick = rng.integers(0, len(a), len(a))
+        diffs[i] = miou_of(a[pick].sum(0), multilabel) - miou_of(b[pick].sum(0), multilabel)
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    mean = miou_of(a.sum(0), multilabel) - miou_of(b.sum(0), multilabel)
+    return {"mean": float(mean), "ci95": float((high - low) / 2), "resolved": bool(low > 0 or high < 0),
+            "over": "images"}
+
+
+def _confusions(row: pd.Series) -> tuple[np.ndarray, bool] | None:
+    """The row's best model's per-image test confusions and whether they are multi-label."""
+    if not row.get("confusions"):
+        return None
+    with np.load(row["confusions"], allow_pickle=False) as saved:
+        if row["best_model"] not in saved.files:
+            return None
+        return saved[row["best_model"]], bool(saved["_multilabel"])
+
+
 def differences_to(per_run: pd.DataFrame, reference: str, column: str = "test_miou") -> dict[tuple[str, int], dict]:
     """(method, generation) -> its paired difference to `reference` over the seeds both ran: at
     the same generation where the reference has it, else the reference's last (a baseline's
@@ -95,18 +131,23 @@ def differences_to(per_run: pd.DataFrame, reference: str, column: str = "test_mi
         return {}
     last = ref.groupby("seed")["generation"].max()
     one_generation = per_run.groupby("method")["generation"].max() == 0
-    by_key = {(int(r["seed"]), int(r["generation"])): r[column] for _, r in ref.iterrows()}
+    by_key = {(int(r["seed"]), int(r["generation"])): r for _, r in ref.iterrows()}
     out = {}
     for (method, generation), group in per_run.groupby(["method", "generation"], sort=False):
-        diffs = []
+        diffs, pairs = [], []
         for _, r in group.iterrows():
             seed = int(r["seed"])
             if seed not in last.index:
                 continue
             same = (seed, generation) in by_key and not one_generation[method]
             g = generation if same else int(last[seed])
-            diffs.append(r[column] - by_key[(seed, g)])
-        out[(method, generation)] = paired_difference(diffs)
+            diffs.append(r[column] - by_key[(seed, g)][column])
+            pairs.append((r, by_key[(seed, g)]))
+        out[(method, generation)] = paired_difference(diffs) | {"over": "seeds"}
+        if len(pairs) == 1:  # one seed: the interval comes from resampling the test images instead
+            a, b = (_confusions(row) for row in pairs[0])
+            if a is not None and b is not None:
+                out[(method, generation)] = bootstrap_difference(a[0], b[0], a[1])
     return out
 
 
@@ -134,7 +175,8 @@ def comparison_table(runs: list[tuple[str, int, list[str]]], reference: str | No
         for r in references:
             d = diffs[r].get((method, generation))
             if d is not None and method != r:
-                row.update({f"diff_{r}": d["mean"], f"diff_{r}_ci95": d["ci95"], f"diff_{r}_resolved": d["resolved"]})
+                row.update({f"diff_{r}": d["mean"], f"diff_{r}_ci95": d["ci95"], f"diff_{r}_resolved": d["resolved"],
+                            f"diff_{r}_over": d["over"]})
         out.append(row)
     table = pd.DataFrame(out)
     table["_order"] = table["method"].map(order)

@@ -135,10 +135,29 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
     return pd.DataFrame(rows).sort_values("rank")
 
 
+def test_confusions(predictions: list[str], data: str) -> dict[str, np.ndarray]:
+    """Model id -> its per-image confusions on the test split (metrics.per_image_confusions):
+    what a bootstrap over the test images resamples where a comparison has one seed; and
+    `_multilabel`, how to read them."""
+    data_store = open_store(data)
+    attrs = data_store.attrs
+    truth = read_split(data_store, "test").masks
+    out = {"_multilabel": np.array(attrs["task"] == "multilabel")}
+    for path in predictions:
+        store = open_store(path)
+        out[store.attrs["model_id"]] = metrics.per_image_confusions(
+            store["test/labels"][:], truth, len(attrs["class_names"]), attrs["ignore_index"], attrs["task"] == "multilabel")
+    return out
+
+
 def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
                              data: str, out: str, checkpoints: list[str] | None = None,
-                             teacher_predictions: dict[str, str] | None = None) -> pd.DataFrame:
+                             teacher_predictions: dict[str, str] | None = None, predictions: list[str] | None = None,
+                             confusions_out: str | None = None) -> pd.DataFrame:
     table = generation_table(score_files, selection, generation, pseudo, data, checkpoints, teacher_predictions)
     with atomic_output(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
+    if confusions_out:
+        with atomic_output(confusions_out) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **test_confusions(predictions or [], data))
     return table

@@ -354,6 +354,7 @@ def metrics_inputs(w):
         "settings": f"results/{w.exp}/gen{w.gen}/settings.json",
     }
     inputs["checkpoints"] = model_files(w.exp, int(w.gen), "model.pt")  # what training cost
+    inputs["predictions"] = model_files(w.exp, int(w.gen), "predictions.zarr")  # per-image test confusions
     if int(w.gen) > 0:
         inputs["pseudo"] = sorted(set(pseudo_stores(w.exp, w.gen).values()))
         # so that a run to gen g leaves every earlier generation's table too

@@ -81,6 +81,7 @@ rule generation_metrics:
             subcategory="{exp}",
             labels={"experiment": "{exp}", "generation": "{gen}"},
         ),
+        confusions="results/{exp}/gen{gen}/test_confusions.npz",
     log:
         "results/logs/{exp}/gen{gen}/generation_metrics.log",
     benchmark:
@@ -98,4 +99,5 @@ rule generation_metrics:
     shell:
         "python -m im_core.cli metrics --scores {input.scores} --selection {input.selection}"
         " --generation {wildcards.gen} {params.pseudo} --checkpoints {input.checkpoints}"
-        " {params.teachers} --data {input.data} --out {output} --log {log}"
+        " {params.teachers} --predictions {input.predictions} --data {input.data} --out {output[0]}"
+        " --confusions-out {output.confusions} --log {log}"
