@@ -172,10 +172,13 @@ def test_training_resumes_bit_identically(trainer, store, tmp_path, monkeypatch)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
-def test_continuous_trainer_on_an_smp_encoder(store32, tmp_path):
-    """UniMatch's feature stream on an smp U-Net's encoder/decoder split."""
+@pytest.mark.parametrize("trainer, name, encoder", [("unimatch", "unet", "resnet18"),
+                                                    ("unimatch_v2", "dpt", "tu-vit_tiny_patch16_224"),
+                                                    ("fixmatch", "fpn", "tu-convnext_atto")])
+def test_continuous_trainers_on_the_model_zoo(store32, tmp_path, trainer, name, encoder):
+    """The feature streams on the encoder/decoder split of smp's CNNs and of a ViT (DPT)."""
     from test_models_zoo import _model, zoo_settings
-    settings = zoo_settings(steps=2, eval_every=2, model=_model("unet", "resnet18"), trainer="unimatch")
+    settings = zoo_settings(steps=2, eval_every=2, model=_model(name, encoder), trainer=trainer)
     settings = replace(settings, options={"continuous": continuous(threshold=0.0)})
     result = train.run(str(store32), str(tmp_path / "m.pt"), settings, progress=False)
     assert 0 <= result["best_val_miou"] <= 1
