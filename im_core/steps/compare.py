@@ -204,6 +204,8 @@ def _cell(row: pd.Series, column: str) -> str:
     mean, std = row[column], row[f"{column}_std"]
     if pd.isna(mean):
         return ""
+    if column in BUDGET:  # counts and seconds: whole numbers
+        return f"{mean:,.0f}" if pd.isna(std) or std == 0 else f"{mean:,.0f} ± {std:,.0f}"
     return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
 
 
