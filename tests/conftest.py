@@ -80,3 +80,20 @@ def interrupt_after_saves(monkeypatch, saves: int) -> None:
             raise Interrupted
 
     monkeypatch.setattr(resume, "save", save_then_stop)
+
+
+TINY_COMPARISON_DATA = {"source": "demo", "n_images": 40, "size": [32, 32], "seed": 1,
+                        "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2}
+
+
+def tiny_comparison(methods: list[str], batch_size: int = 4, **comparison) -> dict:
+    """A config for end-to-end tests: one tiny demo data set `tiny` and a one-generation
+    comparison of `methods` (2 models a generation, IM of the top 2, 4 steps), with the
+    comparison's other keys (seeds, reference, ...) from `comparison`."""
+    return {"datasets": {"tiny": TINY_COMPARISON_DATA},
+            "experiments": {"tiny": {"dataset": "tiny", "generations": 1, "model": {"alpha": 0.25},
+                                     "train": {"batch_size": batch_size, "steps": 4, "eval_every": 2,
+                                               "predict_batch_size": 32},
+                                     "stage0": {"models": 2}, "students": {"models": 2},
+                                     "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
+            "comparisons": {"tiny": {"base": "tiny", "generations": 1, "methods": methods, **comparison}}}

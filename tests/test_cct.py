@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TRAIN_SETTINGS, replace
+from conftest import TRAIN_SETTINGS, replace, tiny_comparison
 
 from im_core.models import build_model
 from im_core.models.checkpoints import load_checkpoint
@@ -112,18 +112,9 @@ def test_a_cct_checkpoint_is_a_plain_unet(store, tmp_path, decoders):
     plain.load_state_dict(ckpt["state_dict"])
 
 
-TINY = {"source": "demo", "n_images": 40, "size": [32, 32], "seed": 1,
-        "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2}
-
-
 @pytest.mark.slow
 def test_tiny_cct_then_im_from_its_models(tmp_path):
-    config = {"datasets": {"tiny": TINY},
-              "experiments": {"tiny": {"dataset": "tiny", "generations": 1, "model": {"alpha": 0.25},
-                                       "train": {"batch_size": 8, "steps": 4, "eval_every": 2, "predict_batch_size": 32},
-                                       "stage0": {"models": 2}, "students": {"models": 2},
-                                       "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
-              "comparisons": {"tiny": {"base": "tiny", "generations": 1, "methods": ["ldt", "cct", "cct_im"]}}}
+    config = tiny_comparison(["ldt", "cct", "cct_im"], batch_size=8)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "results/tiny/compare.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TRAIN_SETTINGS, Interrupted, interrupt_after_saves, replace
+from conftest import TRAIN_SETTINGS, Interrupted, interrupt_after_saves, replace, tiny_comparison
 
 from im_core.config import defaults
 from im_core.data.strong import AUTHORS
@@ -229,20 +229,10 @@ def test_config_checks(tmp_path):
         validate_config(base)
 
 
-TINY = {"source": "demo", "n_images": 40, "size": [32, 32], "seed": 1,
-        "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2}
-
-
 @pytest.mark.slow
 def test_tiny_unimatch_then_im_from_its_models(tmp_path):
-    config = {"datasets": {"tiny": TINY},
-              "experiments": {"tiny": {"dataset": "tiny", "generations": 1, "model": {"alpha": 0.25},
-                                       "train": {"batch_size": 4, "steps": 4, "eval_every": 2, "predict_batch_size": 32},
-                                       "stage0": {"models": 2}, "students": {"models": 2},
-                                       "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
-              "comparisons": {"tiny": {"base": "tiny", "generations": 1,
-                                       "methods": ["ldt", "fixmatch", "unimatch", "unimatch_v2", "unimatch_im",
-                                                   "unimatch_im_unimatch", "unimatch_im_online"]}}}
+    config = tiny_comparison(["ldt", "fixmatch", "unimatch", "unimatch_v2", "unimatch_im", "unimatch_im_unimatch",
+                              "unimatch_im_online"])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "results/tiny/compare.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import tiny_comparison
 from im_core.steps.compare import comparison_table, differences_to, paired_difference, run_rows
 from im_core.steps.evaluate import error_recall
 from test_workflow import snakemake
@@ -77,19 +78,9 @@ def test_error_recall_on_hand_made_arrays():
     assert out["im_error_recall_y"] == 0.5
 
 
-TINY = {"source": "demo", "n_images": 40, "size": [32, 32], "seed": 1,
-        "labeled_fraction": 0.2, "val_fraction": 0.2, "test_fraction": 0.2}
-
-
 @pytest.mark.slow
 def test_a_three_seed_comparison_has_the_new_columns(tmp_path):
-    config = {"datasets": {"tiny": TINY},
-              "experiments": {"tiny": {"dataset": "tiny", "generations": 1, "model": {"alpha": 0.25},
-                                       "train": {"batch_size": 4, "steps": 4, "eval_every": 2, "predict_batch_size": 32},
-                                       "stage0": {"models": 2}, "students": {"models": 2},
-                                       "pseudo_labels": {"teachers": 2}, "selection": {"top_k": 2}}},
-              "comparisons": {"tiny": {"base": "tiny", "generations": 1, "seeds": [0, 1, 2],
-                                       "methods": ["ldt", "ldt_continued", "cct", "im"], "reference": "cct"}}}
+    config = tiny_comparison(["ldt", "ldt_continued", "cct", "im"], seeds=[0, 1, 2], reference="cct")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "results/tiny/compare.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
