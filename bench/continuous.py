@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.methods.presets import BASELINES, LABELS  # noqa: E402
+from im_core.methods.presets import BASELINES, LABELS, METHODS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
@@ -50,15 +50,33 @@ def merged_config() -> dict:
     return config
 
 
-def table_of(name: str) -> pd.DataFrame:
+def table_of(name: str, comparison: dict) -> pd.DataFrame:
     """The comparison's rows at their last generation (compare.csv: mean ± std over seeds, the
     paired differences to LDT and to the reference, the budget), with the first generation's
-    test mIoU beside the last for the generational rows."""
+    test mIoU beside the last for the generational rows, and the training seconds (mean over
+    seeds) of every model the row trains, from the checkpoints (the tables hold no clock)."""
     table = pd.read_csv(REPO / "results" / name / "compare.csv")
     last = table.loc[table.groupby("method", sort=False)["generation"].idxmax()].copy()
     gen1 = table[table["generation"] == 1].set_index("method")["test_miou"]
     last["test_miou_gen1"] = last["method"].map(gen1).where(last["generation"] > 1)
+    last["train_seconds"] = [np.mean([train_seconds(name, comparison, row, seed) for seed in comparison["seeds"]])
+                             for row in last["method"]]
     return last.reset_index(drop=True)
+
+
+def train_seconds(name: str, comparison: dict, row: str, seed: int) -> float:
+    """Seconds the checkpoints of a row's generations record (its start's gen0 included)."""
+    variant = comparison.get("variants", {}).get(row, {})
+    method = variant.get("method", row)
+    own = REPO / "results" / name / "compare" / row / f"seed{seed}"
+    if method in BASELINES:
+        folders = [own / "gen0"]
+    else:
+        start = variant.get("start") or METHODS[method]["start"]
+        folders = [REPO / "results" / name / "compare" / start / f"seed{seed}" / "gen0"] + [
+            own / f"gen{g}" for g in range(1, comparison["generations"] + 1)]
+    return sum(float(torch.load(path, map_location="cpu", weights_only=True)["train_seconds"])
+               for folder in folders for path in folder.glob("models/*/model.pt"))
 
 
 def fmt_diff(row: pd.Series, ref: str) -> str:
@@ -78,7 +96,8 @@ def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -
              "Test mIoU of the best-on-validation model at the row's last generation (mean ± std over seeds; "
              "gen1 beside it for the generational rows); paired differences (same seed) with a 95 % t-interval "
              "over seeds, 'unresolved' where it holds 0; the budget in image-steps and training seconds summed "
-             "over every model the row trains, gen0 and teachers included (compare.csv).", "",
+             "over every model the row trains, gen0 and teachers included (compare.csv; the seconds from the "
+             "checkpoints).", "",
              f"| method | gen | seeds | test mIoU | gen1 | − LDT | − {reference} | image-steps | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
@@ -126,7 +145,7 @@ def run_comparisons(names: list[str], cores: str) -> int:
             snakemake(seed_targets(name, config["comparisons"][name], seed), cores)
         snakemake([target], cores)
         wall = time.time() - started
-        table = table_of(name)
+        table = table_of(name, config["comparisons"][name])
         command = f"snakemake --cores {cores} --configfile config.yaml bench/continuous.yaml -- {target}"
         text = markdown(name, table, command, wall)
         out = REPO / "docs" / "results"
@@ -216,8 +235,9 @@ def main() -> int:
     if args.step_times:
         print(step_times(), flush=True)
     if args.summarize_only:
+        config = merged_config()
         for name in args.comparisons:
-            table = table_of(name)
+            table = table_of(name, config["comparisons"][name])
             text = markdown(name, table, f"snakemake --configfile config.yaml bench/continuous.yaml -- "
                                          f"results/{name}/compare.csv", None)
             (REPO / "docs" / "results" / f"continuous_{name}.md").write_text(text, encoding="utf-8")

@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--teacher-predictions", nargs="*", default=[],
                     help="prediction stores of the earlier generations' models (the IM's error recall)")
     sp.add_argument("--predictions", nargs="*", default=[], help="the generation's prediction stores")
-    sp.add_argument("--confusions-out", help="NPZ: each model's per-image confusions on the test split (bootstrap)")
+    sp.add_argument("--confusions-out", help="store of each model's per-image confusions on the test split (bootstrap)")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True)
 

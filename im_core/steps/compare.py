@@ -5,8 +5,8 @@ spent to reach it, the generation the development set chooses, and a plot of it.
 
 A run is one method with one seed: its generations' metrics tables (gen0 first). Baselines
 (FDT, LDT, ALDT, ...) have gen0 only; self-training methods list their start's gen0 as theirs.
-The budget of a row is what every model of its generations up to this one cost (image-steps
-and training seconds, evaluate.model_budget), gen0 and the teachers included.
+The budget of a row is what every model of its generations up to this one cost (image-steps,
+evaluate.model_budget), gen0 and the teachers included.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ SCORES = ("val_miou", "val_miou_per_image", "test_miou", "test_miou_per_image")
 GENERATION_STATS = ("im_fraction", "pseudo_accuracy", "pseudo_coverage")
 # columns of newer metrics tables (older ones lack them: empty in the comparison)
 OPTIONAL_STATS = ("im_error_recall",)
-BUDGET = ("image_steps", "train_seconds")
+BUDGET = ("image_steps",)
 BASELINE = "ldt"
 
 
@@ -61,7 +61,7 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         path = best.get("path", "")
         row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
         # the best model's per-image test confusions (written beside the table; older tables have none)
-        confusions = os.path.join(os.path.dirname(path_of_table), "test_confusions.npz")
+        confusions = os.path.join(os.path.dirname(path_of_table), "test_confusions.zarr")
         row.update(best_model=str(best.get("model_id", "")), confusions=confusions if os.path.exists(confusions) else "")
         row["numeric_paths"] = sorted(set(table["numeric_path"].dropna().astype(str)) - {""}) if "numeric_path" in table else []
         rows.append(row)
@@ -116,10 +116,11 @@ def _confusions(row: pd.Series) -> tuple[np.ndarray, bool] | None:
     """The row's best model's per-image test confusions and whether they are multi-label."""
     if not row.get("confusions"):
         return None
-    with np.load(row["confusions"], allow_pickle=False) as saved:
-        if row["best_model"] not in saved.files:
-            return None
-        return saved[row["best_model"]], bool(saved["_multilabel"])
+    from ..io import open_store
+    store = open_store(row["confusions"])
+    if row["best_model"] not in store:
+        return None
+    return store[row["best_model"]][:], bool(store.attrs["multilabel"])
 
 
 def differences_to(per_run: pd.DataFrame, reference: str, column: str = "test_miou") -> dict[tuple[str, int], dict]:

@@ -8,7 +8,7 @@ from .. import metrics
 from ..builders import builder
 from ..data.read import read_split
 from ..data.splits import dev_positions
-from ..io import atomic_output, open_store, read_json, write_json
+from ..io import atomic_output, open_store, read_json, write_array, write_json
 from ..runtime.path_rule import describe
 
 
@@ -40,14 +40,14 @@ def score_model(predictions: str, data: str, out: str, splits: tuple[str, ...] =
 NO_PSEUDO_LABELS = {"im_fraction": float("nan"), "pseudo_images": 0, "pseudo_images_kept": 0,
                     "pseudo_coverage": float("nan"), "pseudo_accuracy": float("nan"),
                     "im_error_recall": float("nan")}
-NO_BUDGET = {"trainer": "", "steps": float("nan"), "image_steps": float("nan"), "train_seconds": float("nan")}
+NO_BUDGET = {"trainer": "", "steps": float("nan"), "image_steps": float("nan")}
 
 
 def model_budget(checkpoint: str) -> dict:
-    """What training one model cost: its trainer, optimizer steps, image-steps (steps x the
+    """What training one model cost: its trainer, optimizer steps and image-steps (steps x the
     images it draws per step: the batch, twice that for a trainer that also draws an unlabeled
-    batch, trainers/__init__.py) and training seconds (runtime/resume.py keeps counting over
-    resumes)."""
+    batch, trainers/__init__.py). Not its seconds: the tables are the same on every rerun, and
+    a clock is not (the checkpoint and Snakemake's benchmark files have the time)."""
     from ..models.checkpoints import read_checkpoint
     from ..trainers import trainer_spec
     ckpt = read_checkpoint(checkpoint)
@@ -55,8 +55,7 @@ def model_budget(checkpoint: str) -> dict:
     steps = history[-1].get("step", float("nan"))
     trainer = settings.get("trainer", "supervised")
     per_step = settings.get("batch_size", float("nan")) * (2 if trainer_spec(trainer).draws_unlabeled else 1)
-    return {"model_id": ckpt["model_id"], "trainer": trainer, "steps": steps, "image_steps": steps * per_step,
-            "train_seconds": float(ckpt.get("train_seconds", float("nan")))}
+    return {"model_id": ckpt["model_id"], "trainer": trainer, "steps": steps, "image_steps": steps * per_step}
 
 
 def error_recall(labels: np.ndarray, truth: np.ndarray, left_out: np.ndarray, ignore_index: int,
@@ -135,19 +134,22 @@ def generation_table(score_files: list[str], selection: str, generation: int, ps
     return pd.DataFrame(rows).sort_values("rank")
 
 
-def test_confusions(predictions: list[str], data: str) -> dict[str, np.ndarray]:
-    """Model id -> its per-image confusions on the test split (metrics.per_image_confusions):
-    what a bootstrap over the test images resamples where a comparison has one seed; and
-    `_multilabel`, how to read them."""
+def write_test_confusions(predictions: list[str], data: str, out: str) -> None:
+    """A store of each model's per-image confusions on the test split (an array per model id,
+    image x channel x truth x prediction; metrics.per_image_confusions): what a bootstrap over
+    the test images resamples where a comparison has one seed."""
     data_store = open_store(data)
     attrs = data_store.attrs
     truth = read_split(data_store, "test").masks
-    out = {"_multilabel": np.array(attrs["task"] == "multilabel")}
-    for path in predictions:
-        store = open_store(path)
-        out[store.attrs["model_id"]] = metrics.per_image_confusions(
-            store["test/labels"][:], truth, len(attrs["class_names"]), attrs["ignore_index"], attrs["task"] == "multilabel")
-    return out
+    with atomic_output(out) as tmp:
+        group = open_store(tmp, mode="w")
+        group.attrs.update({"kind": "im_core.test_confusions", "multilabel": attrs["task"] == "multilabel",
+                            "class_names": attrs["class_names"]})
+        for path in predictions:
+            store = open_store(path)
+            confusions = metrics.per_image_confusions(store["test/labels"][:], truth, len(attrs["class_names"]),
+                                                      attrs["ignore_index"], attrs["task"] == "multilabel")
+            write_array(group, store.attrs["model_id"], confusions, ("image", "channel", "truth", "prediction"))
 
 
 def write_generation_metrics(score_files: list[str], selection: str, generation: int, pseudo: dict[str, str] | None,
@@ -158,6 +160,5 @@ def write_generation_metrics(score_files: list[str], selection: str, generation:
     with atomic_output(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     if confusions_out:
-        with atomic_output(confusions_out) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **test_confusions(predictions or [], data))
+        write_test_confusions(predictions or [], data, confusions_out)
     return table

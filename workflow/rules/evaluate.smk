@@ -81,7 +81,7 @@ rule generation_metrics:
             subcategory="{exp}",
             labels={"experiment": "{exp}", "generation": "{gen}"},
         ),
-        confusions="results/{exp}/gen{gen}/test_confusions.npz",
+        confusions=directory("results/{exp}/gen{gen}/test_confusions.zarr"),
     log:
         "results/logs/{exp}/gen{gen}/generation_metrics.log",
     benchmark:
