@@ -59,7 +59,10 @@ def table_of(name: str, comparison: dict) -> pd.DataFrame:
     last = table.loc[table.groupby("method", sort=False)["generation"].idxmax()].copy()
     gen1 = table[table["generation"] == 1].set_index("method")["test_miou"]
     last["test_miou_gen1"] = last["method"].map(gen1).where(last["generation"] > 1)
-    last["train_seconds"] = [np.mean([train_seconds(name, comparison, row, seed) for seed in comparison["seeds"]])
+    # the seeds the table holds (a table made for fewer seeds than configured: those that have run)
+    seeds = [s for s in comparison["seeds"] if (REPO / "results" / name / "compare" / "ldt" / f"seed{s}" / "gen0"
+                                                / "metrics.csv").exists()][:int(table["seeds"].max())]
+    last["train_seconds"] = [np.mean([train_seconds(name, comparison, row, seed) for seed in seeds])
                              for row in last["method"]]
     return last.reset_index(drop=True)
 
