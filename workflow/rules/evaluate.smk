@@ -74,7 +74,7 @@ rule generation_metrics:
     input:
         unpack(metrics_inputs),
     output:
-        report(
+        table=report(
             "results/{exp}/gen{gen}/metrics.csv",
             caption="../report/metrics.rst",
             category="Metrics",
@@ -99,5 +99,5 @@ rule generation_metrics:
     shell:
         "python -m im_core.cli metrics --scores {input.scores} --selection {input.selection}"
         " --generation {wildcards.gen} {params.pseudo} --checkpoints {input.checkpoints}"
-        " {params.teachers} --predictions {input.predictions} --data {input.data} --out {output[0]}"
+        " {params.teachers} --predictions {input.predictions} --data {input.data} --out {output.table}"
         " --confusions-out {output.confusions} --log {log}"
