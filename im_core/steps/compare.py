@@ -43,15 +43,14 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
     marks the generation whose best model has the best dev mIoU of the run (after gen0 where
     there are later generations; GIST/RIST's result)."""
     rows = []
-    for path_of_table in files:
-        path = path_of_table
+    for table_file in files:
         try:
-            table = pd.read_csv(path)
+            table = pd.read_csv(table_file)
         except (OSError, pd.errors.ParserError) as e:
-            raise InputError(f"{path}: cannot read this metrics table ({e})") from e
+            raise InputError(f"{table_file}: cannot read this metrics table ({e})") from e
         missing = [c for c in ("generation", "rank", *SCORES, *GENERATION_STATS) if c not in table.columns]
         if missing:
-            raise InputError(f"{path}: not a generation metrics table; missing columns {missing}")
+            raise InputError(f"{table_file}: not a generation metrics table; missing columns {missing}")
         best = table.sort_values("rank").iloc[0]
         row = {"method": method, "seed": seed, "generation": int(best["generation"]), "models": len(table),
                **{k: float(best[k]) for k in SCORES}, "test_miou_models_mean": float(table["test_miou"].mean())}
@@ -61,7 +60,7 @@ def run_rows(method: str, seed: int, files: list[str]) -> list[dict]:
         path = best.get("path", "")
         row.update(dev_miou=float(best.get("dev_miou", best["val_miou"])), path="" if pd.isna(path) else str(path))
         # the best model's per-image test confusions (written beside the table; older tables have none)
-        confusions = os.path.join(os.path.dirname(path_of_table), "test_confusions.zarr")
+        confusions = os.path.join(os.path.dirname(table_file), "test_confusions.zarr")
         row.update(best_model=str(best.get("model_id", "")), confusions=confusions if os.path.exists(confusions) else "")
         row["numeric_paths"] = sorted(set(table["numeric_path"].dropna().astype(str)) - {""}) if "numeric_path" in table else []
         rows.append(row)

@@ -60,7 +60,6 @@ def training_step(forward: Callable, opt: torch.optim.Optimizer, scaler: torch.a
     """One optimizer step on an augmented batch `x`, `y` (`pseudo`: which of its pairs are
     pseudo-labeled, for the dynamic loss), with the trainer's `drawn` inputs; returns the loss."""
     x = path.input(x)
-    mean_teacher = objective.mean_teacher
     mean_teacher, trainer = objective.mean_teacher, objective.trainer
     shared = trainer is not None and trainer.shares_forward
     with path.autocast():
