@@ -76,7 +76,7 @@ def cmd_pseudo(a):
     from .steps import pseudo
     return pseudo.run(a.data, a.selection, a.predictions, a.out, PseudoSettings.from_params(_settings(a.settings)),
                       a.generation,
-                      checkpoints=a.checkpoints, parent=a.parent)
+                      checkpoints=a.checkpoints, parent=a.parent, earlier_selections=a.earlier_selections)
 
 
 def _count_or_per_class(text: str) -> int | str:
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoints", nargs="+",
                     help="the teachers' checkpoints (model_ensemble, input_ensemble; Label Erase with a temperature)")
     sp.add_argument("--parent", help="builder parent: the student's parent, rank:<r> or index:<i> of the previous generation")
+    sp.add_argument("--earlier-selections", nargs="+", default=[],
+                    help="the selections of generations before the previous one, most recent first "
+                         "(im with teacher_generations)")
     sp.add_argument("--settings", required=True)
     sp.add_argument("--generation", type=int, required=True)
     sp.add_argument("--out", required=True)

@@ -203,6 +203,7 @@ class TrainSettings(Params):
     select_metric: str               # the validation metric that chooses the checkpoint
     dev_images: int | str | None = None
     dev_seed: int | None = None
+    patience: int | None = None      # early stopping: validations without a new best before training ends
     # where the weights start and what the batches hold (generations >= 1; methods/stages.py)
     init: str | None = None          # "parent": continue the parent's weights
     parent: str | None = None        # rank:<r>, index:<i> or best_so_far
@@ -268,6 +269,7 @@ class PseudoSettings(Params):
     ratio: float | None = None
     agree: int | None = None          # im: k of n teachers (None: all n)
     per_label: bool | None = None     # im, multi-label: each label's own disagreement (None: the union)
+    teacher_generations: int | None = None  # im: teachers from up to this many generations (None: g-1 only)
 
 
 @dataclass(frozen=True)

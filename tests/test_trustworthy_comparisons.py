@@ -3,6 +3,7 @@ spent, and how much of the teachers' error the IM marks (issue 31's first part).
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import tiny_comparison
@@ -219,3 +220,99 @@ def test_equal_budget_shares_out_the_students_image_steps():
     assert train_settings(exps["d/compare/fist/seed0"], 1, 0).steps == 1200          # one student: 4 x as long
     assert train_settings(exps["d/compare/unimatch_im_unimatch/seed0"], 1, 0).steps == 150  # 2 x the images a step
     assert train_settings(exps["d/compare/ldt/seed0"], 0, 0).steps == 100              # gen0 baselines as configured
+
+
+# ------------------------------------------------------------------ IM lever: teachers from several generations
+
+def test_teachers_from_earlier_generations_replace_the_lowest_ranked():
+    from im_core.builders.im import InconsistencyMask
+    from im_core.settings import PseudoSettings
+    base = dict(builder="im", teachers=3, block_input=True, block_output=True, label_mode="ignore", erode=0,
+                dilate=0, filter_class_disagreement=False, label_erase=0.0, temperature=1.0)
+    im = InconsistencyMask()
+    selection = {"selected": ["gen2_m1", "gen2_m0", "gen2_m2"], "ranking": ["gen2_m1", "gen2_m0", "gen2_m2"],
+                 "earlier": [{"ranking": ["gen1_m2", "gen1_m0"]}, {"ranking": ["gen0_m0", "gen0_m1"]}]}
+    plain = PseudoSettings(**base)
+    assert im.selections_read(plain, 2) == [] and im.generations_read(plain, 2) == [2]
+    assert im.teachers(selection | {"earlier": []}, plain, None, 3) == ["gen2_m1", "gen2_m0", "gen2_m2"]
+    two = PseudoSettings(**base, teacher_generations=2)
+    assert im.selections_read(two, 2) == [1] and im.generations_read(two, 2) == [2, 1]
+    assert im.teachers(selection | {"earlier": selection["earlier"][:1]}, two, None, 3) == ["gen2_m1", "gen2_m0", "gen1_m2"]
+    three = PseudoSettings(**base, teacher_generations=3)
+    assert im.selections_read(three, 2) == [1, 0] and im.generations_read(three, 2) == [2, 1, 0]
+    assert im.teachers(selection, three, None, 3) == ["gen2_m1", "gen1_m2", "gen0_m0"]
+    # at generation 1 there is no generation before gen0: all teachers from gen0
+    assert im.selections_read(three, 0) == [] and im.generations_read(three, 0) == [0]
+
+
+def test_teacher_generations_is_checked():
+    from im_core.config import pseudo_settings, validate_config
+    from im_core.errors import InputError
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"e": {"dataset": "d", "generations": 1,
+                                    "pseudo_labels": {"teachers": 2, "teacher_generations": 3}}}}
+    with pytest.raises(InputError, match="teacher_generations: 3 generations cannot share 2 teachers"):
+        validate_config(config)
+    config["experiments"]["e"]["pseudo_labels"] = {"teachers": 2, "teacher_generations": 2}
+    assert pseudo_settings(validate_config(config)["experiments"]["e"], 1).teacher_generations == 2
+    config["experiments"]["e"]["pseudo_labels"] = {"teachers": 2}
+    params = pseudo_settings(validate_config(config)["experiments"]["e"], 1).to_params()
+    assert "teacher_generations" not in params  # the default reruns nothing
+
+
+def test_teachers_from_two_generations_through_snakemake(tmp_path):
+    import zarr
+    config = tiny_comparison(["ldt"])
+    config["experiments"]["tiny"]["generations"] = 2
+    config["comparisons"]["tiny"].update(generations=2, variants={
+        "im_two_generations": {"method": "im", "settings": {"pseudo_labels": {"teacher_generations": 2}}}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "results/tiny/compare.csv")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    exp = tmp_path / "results/tiny/compare/im_two_generations/seed0"
+    first = zarr.open_group(str(exp / "gen1/pseudo.zarr"), mode="r").attrs["teachers"]
+    second = zarr.open_group(str(exp / "gen2/pseudo.zarr"), mode="r").attrs["teachers"]
+    assert [t[:5] for t in first] == ["gen0_", "gen0_"]  # no generation before gen0
+    # gen1's best and, in place of its second, gen0's best (the first teacher of gen1's pseudo-labels)
+    assert second[0].startswith("gen1_") and second[1] == first[0]
+    table = pd.read_csv(tmp_path / "results/tiny/compare.csv")
+    assert set(table.loc[table["method"] == "im_two_generations", "generation"]) == {0, 1, 2}
+
+
+# ------------------------------------------------------------------ baselines trained to their plateau
+
+def test_stalled_counts_the_validations_after_the_best():
+    from im_core.steps.train import stalled
+    history = [{"step": s} for s in (2, 4, 6, 8)]
+    assert not stalled(history, 4, None) and not stalled(history, 4, 3)
+    assert stalled(history, 4, 2) and stalled(history, 2, 3) and not stalled(history, 8, 1)
+
+
+def test_early_stopping_ends_training_and_resumes_where_it_stopped(store, tmp_path, monkeypatch):
+    """A learning rate too small to change the validation score: the first validation is the
+    best, and two more without a new best end training at step 6 of 20, also after a kill."""
+    from conftest import Interrupted, interrupt_after_saves, train_settings
+    from im_core.steps import train
+    from im_core.steps.evaluate import model_budget
+    settings = train_settings(steps=20, eval_every=2, lr=1e-12, patience=2)
+    whole = train.run(str(store), str(tmp_path / "whole.pt"), settings, progress=False)
+    ckpt = torch.load(tmp_path / "whole.pt", weights_only=True)
+    assert [h["step"] for h in ckpt["history"]] == [2, 4, 6] and whole["best_step"] == 2
+    assert model_budget(str(tmp_path / "whole.pt"))["steps"] == 6  # the budget counts the steps trained
+    out = tmp_path / "resumed.pt"
+    with monkeypatch.context() as m:
+        interrupt_after_saves(m, 3)  # killed right after the last save, before the stop
+        with pytest.raises(Interrupted):
+            train.run(str(store), str(out), settings, progress=False)
+    train.run(str(store), str(out), settings, progress=False)
+    assert torch.load(out, weights_only=True)["history"] == ckpt["history"]
+    assert "patience" not in train_settings().to_params()  # the default reruns nothing
+
+
+def test_equal_budget_refuses_early_stopping():
+    from im_core.config import validate_config
+    from im_core.errors import InputError
+    config = tiny_comparison(["ldt", "im"], budget="equal")
+    config["experiments"]["tiny"]["train"]["patience"] = 3
+    with pytest.raises(InputError, match="stop early"):
+        validate_config(config)

@@ -44,7 +44,7 @@ class Builder:
     reports_mask = False          # `im` marks where the teachers disagree: reported as the IM fraction
     one_model = False             # labels are one model's prediction: Label Erase and temperature apply
     summary = ""
-    own_of_others = ("agree", "per_label")  # keys of the im builder that other builders drop
+    own_of_others = ("agree", "per_label", "teacher_generations")  # keys of the im builder that other builders drop
 
     def resolve(self, section: dict, generation: int) -> dict:
         """The pseudo_labels section in force for `generation` as this builder's job settings
@@ -72,8 +72,20 @@ class Builder:
         return "ignore"
 
     def teachers(self, selection: dict, settings: PseudoSettings, parent: str | None, generation: int) -> list[str]:
-        """The model ids it reads, from the previous generation's selection."""
+        """The model ids it reads, from the previous generation's selection (with
+        `selection["earlier"]`: the selections of the generations before it that
+        `generations_read` names, the most recent first)."""
         return selection["selected"][:1]
+
+    def generations_read(self, settings: PseudoSettings, previous: int) -> list[int]:
+        """The generations whose models' predictions generation `previous` + 1's pseudo-labels
+        may read (the workflow's inputs): the previous one, or every earlier one for a builder
+        that labels with the best model so far."""
+        return list(range(previous + 1)) if self.earlier_generations else [previous]
+
+    def selections_read(self, settings: PseudoSettings, previous: int) -> list[int]:
+        """The generations before `previous` whose selections `teachers` reads (most recent first)."""
+        return []
 
     def rerun(self, models: list, images: np.ndarray, task: str, num_classes: int, settings: PseudoSettings,
               path) -> tuple[np.ndarray, np.ndarray | None]:

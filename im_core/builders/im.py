@@ -111,7 +111,16 @@ class InconsistencyMask(Builder):
         return settings.label_mode
 
     def teachers(self, selection, settings, parent, generation):
-        return selection["selected"][:settings.teachers]
+        # teacher_generations: the best of each earlier generation replaces one of g-1's lowest-ranked
+        earlier = [s["ranking"][0] for s in selection.get("earlier", [])][:settings.teachers - 1]
+        return selection["selected"][:settings.teachers - len(earlier)] + earlier
+
+    def selections_read(self, settings, previous):
+        span = settings.teacher_generations or 1
+        return list(range(previous - 1, max(-1, previous - span), -1))
+
+    def generations_read(self, settings, previous):
+        return [previous, *self.selections_read(settings, previous)]
 
     own_of_others = ()
 
@@ -127,6 +136,9 @@ class InconsistencyMask(Builder):
         if settings.get("agree") is not None and settings["agree"] > settings["teachers"]:
             errors.append(f"agree: {settings['agree']} of {settings['teachers']} teachers cannot agree; "
                           f"at most `teachers`")
+        if settings.get("teacher_generations") is not None and settings["teacher_generations"] > settings["teachers"]:
+            errors.append(f"teacher_generations: {settings['teacher_generations']} generations cannot share "
+                          f"{settings['teachers']} teachers (one from each); at most `teachers`")
         if settings.get("per_label") and task != "multilabel":
             errors.append(f"per_label: masks per label are for multi-label data; this data set is {task}")
         return errors

@@ -257,6 +257,9 @@ def equal_budget(exp: dict, base: dict, where: str) -> list[str]:
         if ref_steps is None or steps is None:
             return [f"{where}: 'equal' shares out step budgets; generation {g}'s students train by epochs "
                     "(train.epochs); give the base experiment's students train.steps"]
+        if any(generation_settings(e, g)["train"]["patience"] for e in (base, exp)):
+            return [f"{where}: 'equal' shares out step budgets; generation {g}'s students stop early "
+                    "(train.patience), so their steps are not known in advance; leave patience out of it"]
         equal = max(1, round(ref_models * ref_steps * ref_images / (models * images)))
         if equal != steps:
             exp["overrides"] = exp["overrides"] + [{"from_generation": g, "train": {"steps": equal}}]

@@ -48,14 +48,17 @@ def teacher_source(builder: Builder, chosen: list[str], stores: dict[str, str], 
 
 
 def run(data: str, selection: str, predictions: list[str], out: str, settings: PseudoSettings, generation: int,
-        checkpoints: list[str] | None = None, parent: str | None = None) -> dict:
+        checkpoints: list[str] | None = None, parent: str | None = None,
+        earlier_selections: list[str] | None = None) -> dict:
     """Build the pseudo-label store of `generation` from the teachers named in `selection` (or,
-    builder `parent`, from the one student's parent `parent` names)."""
+    builder `parent`, from the one student's parent `parent` names; `earlier_selections`: those
+    of the generations before, most recent first, where the builder draws teachers from them)."""
     share_one_heap()
     builder = builder_named(settings.builder)
     if not builder.makes_labels:
         raise InputError(f"pseudo_labels.builder: {settings.builder!r} makes no pseudo-labels")
-    chosen = builder.teachers(read_json(selection), settings, parent, generation)
+    chosen = builder.teachers(read_json(selection) | {"earlier": [read_json(p) for p in earlier_selections or []]},
+                              settings, parent, generation)
     stores = {open_store(p).attrs["model_id"]: p for p in predictions}
     missing = [t for t in chosen if t not in stores]
     if missing:

@@ -234,6 +234,12 @@ def resume_or_start(job: Job, loop: Loop, state_file, state_key: str) -> Progres
 
 # ---------------------------------------------------------------- loop
 
+def stalled(history: list[dict], best_step: int, patience: int | None) -> bool:
+    """Early stopping: whether the last `patience` validations all came after the best one
+    (checked before each step, so a resumed job stops where the uninterrupted one did)."""
+    return bool(patience) and sum(h["step"] > best_step for h in history) >= patience
+
+
 def train_loop(job: Job, loop: Loop, progress: Progress, out: str, state_file, state_key: str, model_id: str,
                show_progress: bool) -> float:
     """Steps from where the progress is to the end: the learning rate, the trainer's draw, the
@@ -245,6 +251,10 @@ def train_loop(job: Job, loop: Loop, progress: Progress, out: str, state_file, s
                file=sys.stderr, leave=False, mininterval=2.0)
     loop.model.train()
     for step in range(progress.first_step, loop.total + 1):
+        if stalled(progress.history, progress.best["step"], s.patience):
+            log.info("early stop at step %d: %d validations without a new best (best at step %d)", step - 1,
+                     s.patience, progress.best["step"])
+            break
         lr = lr_at(step - 1, loop.total, s.lr, loop.warmup, s.schedule, s.poly_power)
         for group in loop.opt.param_groups:
             group["lr"] = scaled_lr(group, lr)

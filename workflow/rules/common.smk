@@ -309,13 +309,16 @@ def teacher_inputs(w):
     if not made_by.makes_labels:
         raise WorkflowError(f"experiments.{w.exp}: pseudo_labels.builder is {settings.builder!r} in generation {w.gen}; "
                             "it has no pseudo-labels")
-    # a builder that labels with the best model so far may read any earlier generation's
-    earlier = range(prev + 1) if made_by.earlier_generations else [prev]
+    # the best model so far may be any earlier generation's; im may draw teachers from earlier generations
     inputs = {
         "data": data_store(w),
         "selection": selection_file(w.exp, prev),
-        "predictions": [f for g in earlier for f in model_files(w.exp, g, "predictions.zarr")],
+        "predictions": [f for g in made_by.generations_read(settings, prev)
+                        for f in model_files(w.exp, g, "predictions.zarr")],
     }
+    earlier = made_by.selections_read(settings, prev)
+    if earlier:
+        inputs["earlier_selections"] = [selection_file(w.exp, g) for g in earlier]
     if made_by.reruns(settings):
         inputs["checkpoints"] = model_files(w.exp, prev, "model.pt")
     return inputs
@@ -360,9 +363,8 @@ def metrics_inputs(w):
         # so that a run to gen g leaves every earlier generation's table too
         inputs["previous"] = f"{gen_dir(w.exp, int(w.gen) - 1)}/metrics.csv"
         # the teachers' predictions: how much of their error the mask finds
-        made_by = builder(w)
-        earlier = range(int(w.gen)) if made_by.earlier_generations else [int(w.gen) - 1]
-        inputs["teachers"] = [f for g in earlier for f in model_files(w.exp, g, "predictions.zarr")]
+        read = builder(w).generations_read(imc.pseudo_settings(experiment(w), int(w.gen)), int(w.gen) - 1)
+        inputs["teachers"] = [f for g in read for f in model_files(w.exp, g, "predictions.zarr")]
     return inputs
 
 

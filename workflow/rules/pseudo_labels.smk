@@ -15,6 +15,8 @@ rule build_pseudo_labels:
     params:
         settings=lambda w: as_json(imc.pseudo_settings(experiment(w), int(w.gen)).to_params()),
         checkpoints=lambda w, input: f"--checkpoints {' '.join(input.checkpoints)}" if "checkpoints" in input.keys() else "",
+        earlier=lambda w, input: (f"--earlier-selections {' '.join(input.earlier_selections)}"
+                                  if "earlier_selections" in input.keys() else ""),
         code=code_version("pseudo"),
     threads: 1
     resources:
@@ -23,7 +25,7 @@ rule build_pseudo_labels:
     conda:
         ENV
     shell:
-        "python -m im_core.cli pseudo --data {input.data} --selection {input.selection}"
+        "python -m im_core.cli pseudo --data {input.data} --selection {input.selection} {params.earlier}"
         " --predictions {input.predictions} {params.checkpoints} --settings {params.settings:q} --generation {wildcards.gen}"
         " --out {output} --log {log}"
 
