@@ -270,6 +270,7 @@ class PseudoSettings(Params):
     agree: int | None = None          # im: k of n teachers (None: all n)
     per_label: bool | None = None     # im, multi-label: each label's own disagreement (None: the union)
     teacher_generations: int | None = None  # im: teachers from up to this many generations (None: g-1 only)
+    soft: bool | None = None          # im: weight each pixel by the teachers' mean confidence (None: hard mask)
 
 
 @dataclass(frozen=True)

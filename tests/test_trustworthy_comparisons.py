@@ -260,12 +260,14 @@ def test_teacher_generations_is_checked():
     assert "teacher_generations" not in params  # the default reruns nothing
 
 
-def test_teachers_from_two_generations_through_snakemake(tmp_path):
+def test_teachers_from_two_generations_and_the_soft_mask_through_snakemake(tmp_path):
     import zarr
     config = tiny_comparison(["ldt"])
     config["experiments"]["tiny"]["generations"] = 2
     config["comparisons"]["tiny"].update(generations=2, variants={
-        "im_two_generations": {"method": "im", "settings": {"pseudo_labels": {"teacher_generations": 2}}}})
+        "im_two_generations": {"method": "im", "settings": {"pseudo_labels": {"teacher_generations": 2}}},
+        "im_soft": {"method": "im", "settings": {"pseudo_labels": {"soft": True, "block_output": False,
+                                                                    "block_input": False}}}})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "results/tiny/compare.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
@@ -275,8 +277,12 @@ def test_teachers_from_two_generations_through_snakemake(tmp_path):
     assert [t[:5] for t in first] == ["gen0_", "gen0_"]  # no generation before gen0
     # gen1's best and, in place of its second, gen0's best (the first teacher of gen1's pseudo-labels)
     assert second[0].startswith("gen1_") and second[1] == first[0]
+    soft = zarr.open_group(str(tmp_path / "results/tiny/compare/im_soft/seed0/gen1/pseudo.zarr"), mode="r")
+    assert soft["weight"].shape == soft["labels"].shape and (soft["labels"][:] != 255).all()
+    assert 0 < soft["weight"][:].mean() < 255  # the students trained on the weighted labels (the table has them)
     table = pd.read_csv(tmp_path / "results/tiny/compare.csv")
     assert set(table.loc[table["method"] == "im_two_generations", "generation"]) == {0, 1, 2}
+    assert set(table.loc[table["method"] == "im_soft", "generation"]) == {0, 1, 2}
 
 
 # ------------------------------------------------------------------ baselines trained to their plateau
@@ -316,3 +322,67 @@ def test_equal_budget_refuses_early_stopping():
     config["experiments"]["tiny"]["train"]["patience"] = 3
     with pytest.raises(InputError, match="stop early"):
         validate_config(config)
+
+
+# ------------------------------------------------------------------ IM lever: the soft mask
+
+def test_soft_weight_is_the_teachers_mean_confidence_in_the_label():
+    from im_core.builders.im import build_pseudo_labels, soft_weight
+    # 3 teachers, 1 image of 1 x 3 pixels: all agree / 2 of 3 / all differ
+    preds = np.array([[[[0, 1, 2]]], [[[0, 1, 1]]], [[[0, 2, 0]]]], np.uint8)
+    confidence = np.array([[[[255, 200, 90]]], [[[255, 100, 120]]], [[[204, 255, 150]]]], np.uint8)
+    pl = build_pseudo_labels(preds, np.zeros((1, 1, 3, 3), np.uint8), "multiclass", 3, block_output=False,
+                             block_input=False, confidence=confidence)
+    assert pl.labels.tolist() == [[[0, 1, 0]]]  # the majority (a three-way tie: the lower class)
+    assert pl.weight.tolist() == [[[238, 100, 50]]]  # (255+255+204)/3, (200+100+0)/3, (0+0+150)/3
+    assert pl.im.tolist() == [[[False, True, True]]]  # the reported IM stays the hard one
+    with pytest.raises(ValueError, match="block_output"):
+        build_pseudo_labels(preds, np.zeros((1, 1, 3, 3), np.uint8), "multiclass", 3, confidence=confidence)
+    # multi-label: per label channel
+    ml = np.array([[[[[1]], [[0]]]], [[[[1]], [[1]]]]], np.uint8)  # 2 teachers, 1 image, 2 labels, 1 pixel
+    conf = np.full(ml.shape, 200, np.uint8)
+    assert soft_weight(ml, conf, np.array([[[[1]], [[0]]]], np.uint8)).ravel().tolist() == [200, 100]
+
+
+def test_weighted_loss_scales_each_pixel_and_keeps_the_count():
+    from im_core.models.losses import segmentation_loss
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    target[0, 0] = 255
+    full = torch.full(target.shape, 255, dtype=torch.uint8)
+    for task, lg, tg in (("multiclass", logits, target), ("binary", logits[:, :1], (target % 2).where(target != 255, 255)),
+                         ("multilabel", logits, (target[:, None] % 2).expand(-1, 3, -1, -1).contiguous())):
+        w = full if task != "multilabel" else full[:, None].expand(-1, 3, -1, -1)
+        assert torch.allclose(segmentation_loss(lg, tg, task, weights=w), segmentation_loss(lg, tg, task))
+        half = w.clone()
+        half[1] = 0  # the second image weighs nothing, but its pixels still count
+        expected = segmentation_loss(lg[:1], tg[:1], task) * (tg[:1] != 255).sum() / (tg != 255).sum()
+        assert torch.allclose(segmentation_loss(lg, tg, task, weights=half), expected)
+
+
+def test_the_weights_move_with_the_labels_and_leave_the_draws_alone():
+    from im_core.data.batches import Batches, TrainingTensors
+    from im_core.settings import Augment
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, (8, 16, 16), dtype=np.uint8)
+    augment = Augment(blur=0, noise=0, contrast=0, brightness=0, hflip=True, vflip=True, scale=(0.3, 1.0))
+    plain = Batches(TrainingTensors.from_arrays(images, labels), 4, augment, torch.Generator().manual_seed(3))
+    weighted = Batches(TrainingTensors.from_arrays(images, labels, weights=labels * 50), 4, augment,
+                       torch.Generator().manual_seed(3))
+    for _ in range(3):
+        (x, y), (xw, yw) = next(plain), next(weighted)
+        assert torch.equal(x, xw) and torch.equal(y, yw)  # the same batches as without weights
+        assert torch.equal(weighted.last_weights, yw * 50)  # each weight still beside its label
+    assert plain.last_weights is None
+
+
+def test_soft_needs_block_output_off():
+    from im_core.config import validate_config
+    from im_core.errors import InputError
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"e": {"dataset": "d", "generations": 1, "pseudo_labels": {"soft": True}}}}
+    with pytest.raises(InputError, match="soft: a soft mask"):
+        validate_config(config)
+    config["experiments"]["e"]["pseudo_labels"]["block_output"] = False
+    validate_config(config)

@@ -26,6 +26,7 @@ class PseudoLabels:
     im: np.ndarray           # N x H x W bool: pixels left out of the labels
     im_fraction: np.ndarray  # N float
     keep: np.ndarray         # N bool: False where the class-presence filter dropped the image
+    weight: np.ndarray | None = None  # like labels, uint8: each label's loss weight x 255 (soft mask)
 
 
 def unmasked(labels: np.ndarray, images: np.ndarray) -> PseudoLabels:
@@ -44,7 +45,7 @@ class Builder:
     reports_mask = False          # `im` marks where the teachers disagree: reported as the IM fraction
     one_model = False             # labels are one model's prediction: Label Erase and temperature apply
     summary = ""
-    own_of_others = ("agree", "per_label", "teacher_generations")  # keys of the im builder that other builders drop
+    own_of_others = ("agree", "per_label", "teacher_generations", "soft")  # keys of the im builder that other builders drop
 
     def resolve(self, section: dict, generation: int) -> dict:
         """The pseudo_labels section in force for `generation` as this builder's job settings
@@ -63,6 +64,11 @@ class Builder:
     def needs_confidence(self, settings: PseudoSettings) -> bool:
         """Whether it reads the (first) teacher's stored confidence."""
         return self.one_model and settings.label_erase > 0
+
+    def weighs_pixels(self, settings: PseudoSettings) -> bool:
+        """Whether its labels carry loss weights (`PseudoLabels.weight`, from every teacher's
+        stored confidence: `build` then gets them all, n x ..., in place of the first one's)."""
+        return False
 
     def masks_input(self, settings: PseudoSettings) -> bool:
         """Whether the left-out pixels' input is blacked out (training then keeps them black)."""

@@ -71,11 +71,23 @@ def class_presence_disagreement(preds: np.ndarray, task: str, num_classes: int) 
     return np.any(present != present[:1], axis=(0, *range(2, present.ndim)))
 
 
+def soft_weight(preds: np.ndarray, confidence: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The soft mask: per pixel (per label), the teachers' mean confidence in the label, a
+    teacher that votes for another counting 0; uint8 (x 255, rounded). The stores hold each
+    teacher's confidence in its own vote only, so for multi-class data this is what is known
+    of the mean probability of the label (its lower bound); binary and multi-label: exactly it
+    where the teachers agree."""
+    agreeing = np.where(preds == labels[None], confidence.astype(np.float32), np.float32(0))
+    return np.rint(agreeing.mean(0)).astype(np.uint8)
+
+
 def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_classes: int, *,
                         block_input: bool = True, block_output: bool = True, label_mode: str = "ignore",
                         ignore_index: int = 255, erode: int = 0, dilate: int = 0,
                         filter_class_disagreement: bool = False, agree: int | None = None,
-                        per_label: bool = False) -> PseudoLabels:
+                        per_label: bool = False, confidence: np.ndarray | None = None) -> PseudoLabels:
+    """IM pseudo-labels of a chunk; with the teachers' `confidence` (n x ..., as uint8), the
+    soft mask's weights too (block_output must then be off)."""
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     multilabel = task == "multilabel"
@@ -88,13 +100,16 @@ def build_pseudo_labels(preds: np.ndarray, images: np.ndarray, task: str, num_cl
     im = masks.any(1) if per_label else masks
     # Outside the IM the teachers agree (k of n: the majority), except where erosion shrank the IM: the vote there.
     labels = majority_vote(preds, task, num_classes)
+    weight = soft_weight(preds, confidence, labels) if confidence is not None else None
     if block_output:
+        if weight is not None:
+            raise ValueError("a soft mask weighs the pixels the IM would ignore: block_output must be off")
         im_value = ignore_index if label_mode == "ignore" else (num_classes if task == "multiclass" else 0)
         where = masks if per_label else (im[:, None] if multilabel else im)
         labels = np.where(np.broadcast_to(where, labels.shape), np.uint8(im_value), labels)
     masked = np.where(im[..., None], np.uint8(0), images) if block_input else images.copy()
     keep = ~class_presence_disagreement(preds, task, num_classes) if filter_class_disagreement else np.ones(len(images), bool)
-    return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep)
+    return PseudoLabels(masked, labels.astype(np.uint8), im, im.reshape(len(im), -1).mean(1), keep, weight)
 
 
 class InconsistencyMask(Builder):
@@ -109,6 +124,9 @@ class InconsistencyMask(Builder):
 
     def label_mode(self, settings: PseudoSettings) -> str:
         return settings.label_mode
+
+    def weighs_pixels(self, settings: PseudoSettings) -> bool:
+        return bool(settings.soft)
 
     def teachers(self, selection, settings, parent, generation):
         # teacher_generations: the best of each earlier generation replaces one of g-1's lowest-ranked
@@ -129,7 +147,8 @@ class InconsistencyMask(Builder):
                                    block_output=settings.block_output, label_mode=settings.label_mode,
                                    ignore_index=ignore, erode=settings.erode, dilate=settings.dilate,
                                    filter_class_disagreement=settings.filter_class_disagreement,
-                                   agree=settings.agree, per_label=bool(settings.per_label))
+                                   agree=settings.agree, per_label=bool(settings.per_label),
+                                   confidence=confidence if settings.soft else None)
 
     def problems(self, settings: dict, task: str) -> list[str]:
         errors = []
@@ -139,6 +158,8 @@ class InconsistencyMask(Builder):
         if settings.get("teacher_generations") is not None and settings["teacher_generations"] > settings["teachers"]:
             errors.append(f"teacher_generations: {settings['teacher_generations']} generations cannot share "
                           f"{settings['teachers']} teachers (one from each); at most `teachers`")
+        if settings.get("soft") and settings["block_output"]:
+            errors.append("soft: a soft mask weighs the pixels the IM would ignore; set block_output: false")
         if settings.get("per_label") and task != "multilabel":
             errors.append(f"per_label: masks per label are for multi-label data; this data set is {task}")
         return errors

@@ -26,6 +26,7 @@ class TrainingTensors:
     labels: torch.Tensor   # N x H x W (N x L x H x W multi-label) uint8
     blocked: torch.Tensor  # N x H x W bool: input pixels blacked out inside an IM
     pseudo: torch.Tensor | None = None  # N bool: the pair is pseudo-labeled (default: none is)
+    weights: torch.Tensor | None = None  # like labels, uint8: each label's loss weight x 255 (a soft mask)
 
     def __post_init__(self) -> None:
         if self.pseudo is None:
@@ -33,7 +34,8 @@ class TrainingTensors:
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, blocked: np.ndarray | None = None,
-                    device: torch.device | str = "cpu", pseudo: np.ndarray | None = None) -> "TrainingTensors":
+                    device: torch.device | str = "cpu", pseudo: np.ndarray | None = None,
+                    weights: np.ndarray | None = None) -> "TrainingTensors":
         """From N x H x W x C uint8 images (as the stores hold them)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         if blocked is None:
@@ -41,13 +43,31 @@ class TrainingTensors:
         if pseudo is None:
             pseudo = np.zeros(len(images), bool)
         return cls(x.to(device), torch.from_numpy(np.ascontiguousarray(labels)).to(device),
-                   torch.from_numpy(np.ascontiguousarray(blocked)).to(device), torch.from_numpy(pseudo).to(device))
+                   torch.from_numpy(np.ascontiguousarray(blocked)).to(device), torch.from_numpy(pseudo).to(device),
+                   None if weights is None else torch.from_numpy(np.ascontiguousarray(weights)).to(device))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked, self.pseudo))
+        return sum(t.numel() * t.element_size() for t in (self.images, self.labels, self.blocked, self.pseudo,
+                                                          self.weights) if t is not None)
+
+
+def with_weights(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Labels and their weights as one uint8 tensor of channels (N x 2 x H x W, multi-label
+    N x 2L x H x W), which the augmentation resamples as it does multi-label labels: nearest,
+    so the two stay aligned, and with the same random draws as the labels alone."""
+    channels = lambda t: t[:, None] if t.ndim == 3 else t  # noqa: E731
+    return torch.cat([channels(labels), channels(weights)], 1)
+
+
+def without_weights(stacked: torch.Tensor, multilabel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`with_weights` undone: the labels and the weights."""
+    if multilabel:
+        half = stacked.shape[1] // 2
+        return stacked[:, :half], stacked[:, half:]
+    return stacked[:, 0], stacked[:, 1]
 
 
 class ShuffledEpochs:
@@ -97,6 +117,7 @@ class Batches:
         self.data, self.batch_size, self.augment, self.generator = data, batch_size, augment, generator
         self.pseudo_augment = pseudo_augment  # the photometric noise of the pseudo-labeled pairs
         self.pools = self._pools(labeled_share)
+        self.last_weights: torch.Tensor | None = None
 
     def _pools(self, labeled_share: float | None) -> list[ShuffledEpochs]:
         device = self.data.images.device
@@ -127,8 +148,13 @@ class Batches:
         picks = [pool.next() for pool in self.pools]
         pick = picks[0] if len(picks) == 1 else torch.cat(picks)
         self.last_pseudo = self.data.pseudo[pick]  # which pairs of the batch are pseudo-labeled (DST's loss)
-        x, y, _ = augment_batch(self.data.images[pick], self.data.labels[pick], self.data.blocked[pick],
+        labels, weights = self.data.labels[pick], self.data.weights
+        if weights is not None:  # a soft mask: each label's weight moves with it
+            labels = with_weights(labels, weights[pick])
+        x, y, _ = augment_batch(self.data.images[pick], labels, self.data.blocked[pick],
                                 self.augment, self.generator, self.data.pseudo[pick], self.pseudo_augment)
+        if weights is not None:
+            y, self.last_weights = without_weights(y, self.data.labels.ndim == 4)
         return x, y
 
     def state(self) -> dict:

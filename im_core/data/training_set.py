@@ -22,6 +22,7 @@ class TrainingSet:
     extra_class: bool     # the labels use an extra IM class
     n_labeled: int        # images with ground truth
     n_pseudo: int = 0     # pseudo-labeled pairs, the last ones
+    weights: np.ndarray | None = None  # like labels, uint8: loss weight x 255 (a soft mask; ground truth 255)
 
     @property
     def pseudo(self) -> np.ndarray:
@@ -43,6 +44,7 @@ def training_set(store, pseudo_path: str | None, settings: TrainSettings | None 
         images.append(copies[0])
         labels.append(copies[1])
     blocked = [np.zeros((sum(map(len, images)),) + labeled.images.shape[1:3], bool)]
+    weights = None
     if pseudo_path:
         pseudo = open_store(pseudo_path)
         keep = (np.flatnonzero(pseudo["keep"][:]),)
@@ -52,13 +54,18 @@ def training_set(store, pseudo_path: str | None, settings: TrainSettings | None 
         block_input = builder(built.builder).masks_input(built)
         im = pseudo["im"].get_orthogonal_selection(keep)
         blocked.append(im if block_input else np.zeros_like(im))
+        if "weight" in pseudo:  # a soft mask: the ground truth weighs 1 (255)
+            weights = [np.full((sum(map(len, labels[:-1])),) + labels[-1].shape[1:], 255, np.uint8),
+                       pseudo["weight"].get_orthogonal_selection(keep)]
         if settings and settings.bootstrap:
             draw = bootstrap_draw(len(images[-1]), settings.seed)
             images[-1], labels[-1], blocked[-1] = images[-1][draw], labels[-1][draw], blocked[-1][draw]
+            if weights:
+                weights[-1] = weights[-1][draw]
         extra_class = pseudo.attrs["label_mode"] == "im_class" and pseudo.attrs["task"] == "multiclass"
     n_pseudo = len(images[-1]) if pseudo_path else 0
     return TrainingSet(np.concatenate(images), np.concatenate(labels), np.concatenate(blocked), extra_class,
-                       len(labeled.index), n_pseudo)
+                       len(labeled.index), n_pseudo, np.concatenate(weights) if weights else None)
 
 
 def bootstrap_draw(n: int, seed: int) -> np.ndarray:

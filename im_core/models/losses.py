@@ -23,18 +23,25 @@ def output_channels(task: str, num_classes: int, extra_im_class: bool = False) -
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, task: str, ignore_index: int = 255) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, task: str, ignore_index: int = 255,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean loss over the non-ignored pixels (0 where every pixel is ignored). `target` is
-    N x H x W (N x C x H x W for multilabel). No host synchronisation, so a GPU never waits."""
+    N x H x W (N x C x H x W for multilabel); `weights` (its shape, uint8: weight x 255, a soft
+    mask's) scale each pixel's loss, the sum still divided by the count of non-ignored pixels.
+    No host synchronisation, so a GPU never waits."""
     valid = target != ignore_index
     count = valid.sum().clamp(min=1)
-    if task == "multiclass":
+    if task == "multiclass" and weights is None:
         return F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="sum") / count
-    if task == "binary":
-        logits = logits[:, 0]
-    per_pixel = F.binary_cross_entropy_with_logits(logits, torch.where(valid, target, 0).to(logits.dtype),
-                                                   reduction="none")
-    return (per_pixel * valid).sum() / count
+    if task == "multiclass":
+        per_pixel = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="none")
+    else:
+        logits = logits[:, 0] if task == "binary" else logits
+        per_pixel = F.binary_cross_entropy_with_logits(logits, torch.where(valid, target, 0).to(logits.dtype),
+                                                       reduction="none") * valid
+    if weights is not None:
+        per_pixel = per_pixel * (weights.to(per_pixel.dtype) / 255)
+    return per_pixel.sum() / count
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ from ..settings import NumericRequest, PseudoSettings
 CHUNK_IMAGES = 256  # unlabeled images built and written at a time: memory flat in the split's size
 
 # (store positions, images or None, task, classes) -> the teachers' hard labels (n x ...) and the
-# first teacher's confidence (None where the builder needs none)
+# first teacher's confidence (None where the builder needs none; every teacher's, n x ..., where
+# the builder weighs its pixels)
 Teachers = Callable[[slice, np.ndarray | None, str, int], tuple[np.ndarray, np.ndarray | None]]
 
 
@@ -42,6 +43,9 @@ def teacher_source(builder: Builder, chosen: list[str], stores: dict[str, str], 
         models = [path.model(m) for m, _ in loaded]
         return lambda rows, images, task, n: builder.rerun(models, images, task, n, settings, path)
     arrays = [open_store(stores[t])["unlabeled/labels"] for t in chosen]
+    if builder.weighs_pixels(settings):  # every teacher's confidence, n x ...
+        every = [open_store(stores[t])["unlabeled/confidence"] for t in chosen]
+        return lambda rows, images, task, n: (np.stack([a[rows] for a in arrays]), np.stack([c[rows] for c in every]))
     confidence = open_store(stores[chosen[0]])["unlabeled/confidence"] if builder.needs_confidence(settings) else None
     return lambda rows, images, task, n: (np.stack([a[rows] for a in arrays]),
                                          confidence[rows] if confidence is not None else None)
@@ -83,6 +87,8 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: P
             "im_fraction": create_array(group, "im_fraction", (n,), np.float32, ("image",)),
             "keep": create_array(group, "keep", (n,), bool, ("image",)),
         }
+        if builder.weighs_pixels(settings):
+            arrays["weight"] = create_array(group, "weight", arrays["labels"].shape, np.uint8, label_dims)
         for start in range(0, n, CHUNK_IMAGES):
             rows = slice(start, min(n, start + CHUNK_IMAGES))
             images = data_store["images"].get_orthogonal_selection((index[rows],))
@@ -91,6 +97,8 @@ def run(data: str, selection: str, predictions: list[str], out: str, settings: P
             for name, values in (("images", pl.images), ("labels", pl.labels), ("im", pl.im),
                                  ("im_fraction", pl.im_fraction.astype(np.float32)), ("keep", pl.keep)):
                 arrays[name][rows] = values
+            if pl.weight is not None:
+                arrays["weight"][rows] = pl.weight
             fractions.append(pl.im_fraction)
             kept += int(pl.keep.sum())
         create_array(group, "index", index.shape, index.dtype, ("image",))[:] = index

@@ -138,9 +138,11 @@ def build_loop(job: Job, store, pseudo: str | None, model_id: str, init_selectio
     a parent), the trainer and the objective, the optimizer and the batches."""
     s, path = job.settings, job.path
     arrays = training_set(store, pseudo, s)
-    data_device = path.data_device(arrays.images.nbytes + arrays.labels.nbytes + arrays.blocked.nbytes)
+    data_device = path.data_device(arrays.images.nbytes + arrays.labels.nbytes + arrays.blocked.nbytes
+                                   + (arrays.weights.nbytes if arrays.weights is not None else 0))
     generator = torch.Generator(device=data_device).manual_seed(s.seed)
-    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device, arrays.pseudo)
+    train_data = TrainingTensors.from_arrays(arrays.images, arrays.labels, arrays.blocked, data_device, arrays.pseudo,
+                                             arrays.weights)
     extra_class, n_labeled = arrays.extra_class, arrays.n_labeled
     del arrays
     val = read_dev(store, s.dev_images, s.dev_seed or 0)
@@ -263,7 +265,8 @@ def train_loop(job: Job, loop: Loop, progress: Progress, out: str, state_file, s
         drawn = loop.trainer.draw()
         x, y = next(loop.batches)
         loss = training_step(loop.forward, loop.opt, loop.scaler, job.path, x, y, loop.objective, drawn, step,
-                             loop.total, loop.batches.last_pseudo if loop.objective.gamma else None)
+                             loop.total, loop.batches.last_pseudo if loop.objective.gamma else None,
+                             loop.batches.last_weights)
         bar.update(1)
         if step % loop.eval_every == 0 or step == loop.total:
             scores = evaluate(job, loop, progress, step, loss)

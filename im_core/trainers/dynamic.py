@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 
 def dynamic_loss(logits: torch.Tensor, target: torch.Tensor, pseudo: torch.Tensor, gamma: float, task: str,
-                 ignore_index: int = 255) -> torch.Tensor:
+                 ignore_index: int = 255, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel cross-entropy, a pseudo-labeled pair's pixels (`pseudo`: N bool) weighted by the
     model's detached probability of their target to the power `gamma`, ground truth weighted 1;
     the sum over the batch's non-ignored pixels divided by their count (not by the sum of the
-    weights). gamma = 0 is `models.losses.segmentation_loss`."""
+    weights; `weights`, a soft mask's x 255, scale them further). gamma = 0 is
+    `models.losses.segmentation_loss`."""
     valid = target != ignore_index
     count = valid.sum().clamp(min=1)
     if task == "multiclass":
@@ -27,4 +28,6 @@ def dynamic_loss(logits: torch.Tensor, target: torch.Tensor, pseudo: torch.Tenso
         p_target = torch.where(safe > 0, p_on, 1 - p_on)
     shape = (-1,) + (1,) * (per_pixel.ndim - 1)
     weight = torch.where(pseudo.view(shape), p_target.pow(gamma), torch.ones_like(p_target))
+    if weights is not None:
+        weight = weight * (weights.to(weight.dtype) / 255)
     return (per_pixel * weight * valid).sum() / count

@@ -31,10 +31,12 @@ class Objective:
     gamma: float = 0.0
     extras: dict = field(default_factory=dict)  # name -> object with state_dict/load_state_dict (resume)
 
-    def supervised(self, logits: torch.Tensor, y: torch.Tensor, pseudo: torch.Tensor | None) -> torch.Tensor:
+    def supervised(self, logits: torch.Tensor, y: torch.Tensor, pseudo: torch.Tensor | None,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`weights`: each label's weight x 255 (a soft mask's pseudo-labels; None: all 1)."""
         if self.gamma:
-            return dynamic_loss(logits, y, pseudo, self.gamma, self.task, self.ignore)
-        return segmentation_loss(logits, y, self.task, self.ignore)
+            return dynamic_loss(logits, y, pseudo, self.gamma, self.task, self.ignore, weights)
+        return segmentation_loss(logits, y, self.task, self.ignore, weights)
 
     @property
     def calls_model_parts(self) -> bool:
@@ -56,9 +58,11 @@ def objective(settings: TrainSettings, trainer: Trainer, model: torch.nn.Module,
 
 def training_step(forward: Callable, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, path: NumericPath,
                   x: torch.Tensor, y: torch.Tensor, objective: Objective, drawn: object = None, step: int = 0,
-                  total: int = 0, pseudo: torch.Tensor | None = None) -> torch.Tensor:
+                  total: int = 0, pseudo: torch.Tensor | None = None,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step on an augmented batch `x`, `y` (`pseudo`: which of its pairs are
-    pseudo-labeled, for the dynamic loss), with the trainer's `drawn` inputs; returns the loss."""
+    pseudo-labeled, for the dynamic loss; `weights`: the labels' weights x 255, a soft mask's),
+    with the trainer's `drawn` inputs; returns the loss."""
     x = path.input(x)
     mean_teacher, trainer = objective.mean_teacher, objective.trainer
     shared = trainer is not None and trainer.shares_forward
@@ -71,7 +75,9 @@ def training_step(forward: Callable, opt: torch.optim.Optimizer, scaler: torch.a
         else:
             logits = forward(x)
     y = y.to(logits.device, non_blocking=True)
-    loss = objective.supervised(logits.float(), y, pseudo)
+    if weights is not None:
+        weights = weights.to(logits.device, non_blocking=True)
+    loss = objective.supervised(logits.float(), y, pseudo, weights)
     if trainer is not None and trainer.supervised_weight != 1.0:
         loss = trainer.supervised_weight * loss
     if mean_teacher is not None:
