@@ -40,6 +40,7 @@ from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
 REFERENCE = "unimatch_eq"  # the comparisons' `reference`: UniMatch at IM's budget
+ALL = ["cont_demo", "cont_dsb2018", "cont_ph2", "cont_cells"]  # the overview's columns, where run
 
 
 def merged_config() -> dict:
@@ -111,6 +112,48 @@ def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -
                      f"{fmt_diff(r, 'ldt')} | {fmt_diff(r, reference)} | {r['image_steps']:,.0f} | "
                      f"{r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def overview(names: list[str]) -> str:
+    """One table over the data sets: per row, each data set's test mIoU (mean ± std, seeds) at the
+    row's last generation and its paired difference to LDT and to UniMatch at IM's budget, from
+    the tables the runs wrote (docs/results/continuous_<name>.csv)."""
+    tables = {n: pd.read_csv(REPO / "docs" / "results" / f"continuous_{n}.csv").set_index("method")
+              for n in names if (REPO / "docs" / "results" / f"continuous_{n}.csv").exists()}
+    if not tables:
+        return ""
+    rows = list(dict.fromkeys(m for t in tables.values() for m in t.index))
+    header = "| row | " + " | ".join(f"{n} (seeds)" for n in tables) + " |"
+    lines = ["Test mIoU at each row's last generation, mean ± std over seeds; below it the paired "
+             f"differences (same seed) to LDT and to {REFERENCE} with their 95 % intervals, "
+             "* where the interval excludes 0.", "", header, "|---|" + "---|" * len(tables)]
+
+    def diff(r, ref):
+        if pd.isna(r.get(f"diff_{ref}", np.nan)):
+            return "·"
+        half = r.get(f"diff_{ref}_ci95", np.nan)
+        star = "*" if bool(r.get(f"diff_{ref}_resolved")) else ""
+        return f"{r[f'diff_{ref}']:+.3f}{'' if pd.isna(half) else f' ± {half:.3f}'}{star}"
+
+    for m in rows:
+        cells = []
+        for t in tables.values():
+            if m not in t.index:
+                cells.append("")
+                continue
+            r = t.loc[m]
+            std = "" if pd.isna(r["test_miou_std"]) else f" ± {r['test_miou_std']:.3f}"
+            cells.append(f"{r['test_miou']:.3f}{std} ({r['seeds']})<br>LDT {diff(r, 'ldt')}; UniMatch {diff(r, REFERENCE)}")
+        label = next(t.loc[m, "label"] for t in tables.values() if m in t.index)
+        lines.append(f"| {label if label in LABELS.values() else m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_overview(names: list[str]) -> None:
+    text = overview(names)
+    if text:
+        (REPO / "docs" / "results" / "continuous_overview.md").write_text(text, encoding="utf-8")
+        print(text, flush=True)
 
 
 def seed_targets(name: str, comparison: dict, seed: int) -> list[str]:
@@ -246,8 +289,12 @@ def main() -> int:
             (REPO / "docs" / "results" / f"continuous_{name}.md").write_text(text, encoding="utf-8")
             table.to_csv(REPO / "docs" / "results" / f"continuous_{name}.csv", index=False, float_format="%.4f")
             print(text)
+        write_overview(ALL)
         return 0
-    return run_comparisons(args.comparisons, args.cores) if args.comparisons else 0
+    status = run_comparisons(args.comparisons, args.cores) if args.comparisons else 0
+    if args.comparisons:
+        write_overview(ALL)
+    return status
 
 
 if __name__ == "__main__":
