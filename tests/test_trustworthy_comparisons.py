@@ -386,3 +386,18 @@ def test_soft_needs_block_output_off():
         validate_config(config)
     config["experiments"]["e"]["pseudo_labels"]["block_output"] = False
     validate_config(config)
+
+
+def test_augment_spread_gives_each_student_its_own_noise():
+    from im_core.config import train_settings, validate_config
+    config = {"datasets": {"d": {"source": "demo", "n_images": 20, "size": [32, 32]}},
+              "experiments": {"e": {"dataset": "d", "generations": 1, "train": {"augment": {"noise": 7}},
+                                    "students": {"models": 3, "augment_spread": 1.0}, "selection": {"top_k": 3}}}}
+    exp = validate_config(config)["experiments"]["e"]
+    first, middle, last = (train_settings(exp, 1, i).augment for i in range(3))
+    assert (first.blur, first.noise, first.contrast, first.brightness) == (0, 7, 0, 0)  # the experiment's as it is
+    assert (middle.blur, middle.noise, middle.contrast, middle.brightness) == (0.5, 7, 0.1, 5.0)  # max with it
+    assert (last.blur, last.noise, last.contrast, last.brightness) == (1.0, 10.0, 0.2, 10.0)
+    assert train_settings(exp, 0, 2).augment == first  # gen0 is not a student
+    assert train_settings(exp, 1, 0).to_params() == train_settings(exp, 0, 0).to_params() | {
+        "seed": train_settings(exp, 1, 0).seed}

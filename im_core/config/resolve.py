@@ -57,6 +57,9 @@ def train_settings(exp: dict, generation: int, model_index: int) -> TrainSetting
             params["dynamic_gamma"] = section["dynamic_gamma"]
         if section["bootstrap"]:
             params["bootstrap"] = True
+        if section["augment_spread"]:
+            params["augment"] = spread_augment(params["augment"], section["augment_spread"], model_index,
+                                               models_in_generation(exp, generation))
         if section["feature_consistency"] > 0:
             params["feature_consistency"] = {k: section[k] for k in ("feature_consistency", "ema_decay",
                                                                      "feature_dropout")}
@@ -65,6 +68,15 @@ def train_settings(exp: dict, generation: int, model_index: int) -> TrainSetting
         ramp_end = s["noisy_student"]["ramp_generations"]  # fixed: not the last generation, which may grow
         settings = noisy_student_settings(settings, s["noisy_student"], generation, ramp_end)
     return settings
+
+
+def spread_augment(augment: dict, spread: float, index: int, models: int) -> dict:
+    """students.augment_spread: student `index` of `models` gets spread x index/(models-1) times
+    ALDT's copy noise where that is more than the experiment's augment (the first: unchanged)."""
+    from ..data.augment import COPY_NOISE  # the unit of noise strength (torch: only where it is used)
+    level = spread * index / max(models - 1, 1)
+    return {**augment, **{k: max(augment[k], round(level * getattr(COPY_NOISE, k), 4))
+                          for k in ("blur", "noise", "contrast", "brightness")}}
 
 
 def pseudo_settings(exp: dict, generation: int) -> PseudoSettings:
