@@ -4,7 +4,9 @@ all agree (for multi-label, the union of the per-label disagreements) is the inc
 (IM). Outside it the agreed value is the pseudo-label; inside it the label is ignored (or an
 extra IM class, as the authors do) and, with `block_input`, the input pixels are blacked out.
 Optionally the IM is eroded then dilated, and images whose teachers disagree on which classes
-appear are dropped.
+appear are dropped. The levers of issue 31 (docs/methods.md): k of n teachers (`agree`), a mask
+per label (`per_label`), teachers from several generations (`teacher_generations`), and a soft
+mask (`soft`: every pixel keeps the majority label, weighted by the teachers' mean confidence).
 """
 from __future__ import annotations
 
