@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from im_core.steps.compare import format_by_generation, format_table  # noqa: E402
+from im_core.steps.compare import _cell, format_by_generation, format_table  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy",
@@ -47,6 +47,118 @@ def format_differences(table: pd.DataFrame, reference: str = "ldt") -> str:
                 f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"{column}_resolved"] else " (unresolved)"))
         lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | {cell} |")
     return "\n".join(lines)
+
+
+def _difference(row: pd.Series, reference: str) -> str:
+    """'+0.012 ± 0.030' (or '… (unres.)', '… (one seed)') of a row's paired difference to `reference`."""
+    column = f"diff_{reference}"
+    if column not in row or pd.isna(row[column]):
+        return ""
+    mean, half = row[column], row[f"{column}_ci95"]
+    if pd.isna(half):
+        return f"{mean:+.3f} (one seed)"
+    return f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"{column}_resolved"] else " (unres.)")
+
+
+def format_summary(table: pd.DataFrame, reference: str | None) -> str:
+    """Markdown: one line per row — test mIoU at gen1..last, the last generation's paired
+    difference to LDT and to `reference` (95 % interval; '(unres.)' where it holds 0), and the
+    mask's error recall gen1 → last; baselines show their gen0 only."""
+    last = int(table["generation"].max())
+    gens = range(1, last + 1)
+    refs = ["ldt"] + ([reference] if reference and reference != "ldt" else [])
+    lines = ["| row | seeds | " + " | ".join(f"gen{g}" for g in gens) + " | "
+             + " | ".join(f"gen{last} − {r}" for r in refs) + " | error recall by gen |",
+             "|---|---|" + "---|" * (len(gens) + len(refs) + 1)]
+    for label, rows in table.groupby("label", sort=False):
+        by_gen = {int(r["generation"]): r for _, r in rows.iterrows()}
+        end = by_gen.get(last, by_gen[max(by_gen)])
+        cells = [_cell(by_gen[g], "test_miou") if g in by_gen else "" for g in gens]
+        if set(by_gen) == {0}:
+            cells[0] = f"{_cell(by_gen[0], 'test_miou')} (gen0)"
+        recall = [by_gen[g]["im_error_recall"] for g in gens
+                  if g in by_gen and "im_error_recall" in table and not pd.isna(by_gen[g]["im_error_recall"])]
+        recall_cell = " → ".join(f"{r:.2f}" for r in recall) if recall and max(recall) > 0 else "–"
+        lines.append(f"| {label} | {end['seeds']} | " + " | ".join(cells) + " | "
+                     + " | ".join(_difference(end, r) for r in refs) + f" | {recall_cell} |")
+    return "\n".join(lines)
+
+
+def im_targets(table: pd.DataFrame, row: str, reference: str | None) -> list[tuple[str, float, bool]]:
+    """Issue 31's targets for one IM row at its last generation, as (target, margin, met):
+    mean gen_last ≥ mean gen1; ≥ LDT's mean + 1 std; ≥ the continued-training control (`reference`)
+    at the same generation; ≥ the best of Model Ensemble, Input Ensemble and Noisy Student present.
+    A margin is the row's mean minus the bar (met where ≥ 0)."""
+    last = int(table["generation"].max())
+
+    def mean(method: str, gen: int, column: str = "test_miou") -> float | None:
+        hit = table[(table["method"] == method) & (table["generation"] == gen)]
+        return None if hit.empty else float(hit[column].iloc[0])
+
+    rows = table[table["label"] == row]
+    method = rows["method"].iloc[0] if not rows.empty else row
+    own = table[(table["label"] == row) & (table["generation"] == last)]
+    if own.empty:
+        return []
+    end = float(own["test_miou"].iloc[0])
+    first = float(table[(table["label"] == row) & (table["generation"] == 1)]["test_miou"].iloc[0])
+    out = [("gen%d ≥ gen1" % last, end - first, end >= first)]
+    ldt, ldt_std = mean("ldt", 0), mean("ldt", 0, "test_miou_std")
+    if ldt is not None:
+        bar = ldt + (0.0 if ldt_std is None or pd.isna(ldt_std) else ldt_std)
+        out.append(("≥ LDT + 1 std", end - bar, end >= bar))
+    if reference and reference != method and mean(reference, last) is not None:
+        out.append((f"≥ {reference}", end - mean(reference, last), end >= mean(reference, last)))
+    others = {m: mean(m, last) for m in ("model_ensemble", "input_ensemble", "noisy_student")}
+    others = {m: v for m, v in others.items() if v is not None}
+    if others:
+        best = max(others, key=others.get)
+        name = f"≥ {best}" if len(others) == 1 else f"≥ best of {', '.join(others)}"
+        out.append((name, end - others[best], end >= others[best]))
+    return out
+
+
+def format_targets(table: pd.DataFrame, rows: list[str], reference: str | None) -> str:
+    """Markdown: one line per IM row, each target's margin with 'met' or 'not met'."""
+    results = {row: im_targets(table, row, reference) for row in rows}
+    names = list(dict.fromkeys(name for found in results.values() for name, _, _ in found))
+    lines = ["| row | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row, found in results.items():
+        cells = {name: f"{margin:+.3f} {'met' if met else 'not met'}" for name, margin, met in found}
+        lines.append(f"| {row} | " + " | ".join(cells.get(name, "") for name in names) + " |")
+    return "\n".join(lines)
+
+
+def format_overview(tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]], command: str) -> str:
+    """Markdown: every row's last-generation test mIoU on each data set (mean ± std, seeds), its
+    paired difference to the data set's reference row, and how many of issue 31's targets each
+    IM row meets there."""
+    datasets = list(tables)
+    labels = list(dict.fromkeys(label for table, _, _ in tables.values() for label in table["label"]))
+    lines = [f"Written by `python bench/compare.py {command} --overview …`: test mIoU (data-set level) of the "
+             "best-on-validation model at the last generation (a baseline: its gen0), mean ± std over the seeds "
+             "[seeds]; the paired difference (same seed) to the data set's reference row with its 95 % interval "
+             "('unres.' where it holds 0); for IM rows, the targets met.", "",
+             "| row | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for label in labels:
+        cells = []
+        for dataset in datasets:
+            table, reference, im_rows = tables[dataset]
+            rows = table[table["label"] == label]
+            if rows.empty:
+                cells.append("")
+                continue
+            end = rows[rows["generation"] == rows["generation"].max()].iloc[0]
+            cell = f"{_cell(end, 'test_miou')} [{end['seeds']}]"
+            diff = _difference(end, reference) if reference else ""
+            if diff:
+                cell += f"; {diff}"
+            if label in im_rows:
+                found = im_targets(table, label, reference)
+                cell += f"; targets {sum(met for _, _, met in found)}/{len(found)}"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
@@ -75,12 +187,14 @@ def main() -> int:
                     help="config files, later ones merged over earlier ones as Snakemake merges them")
     ap.add_argument("--directory", default=str(REPO), help="working directory holding results/")
     ap.add_argument("--summarize-only", action="store_true", help="read the existing tables; run nothing")
+    ap.add_argument("--overview", help="also write one table of every data set's last generation to this file")
     args = ap.parse_args()
     config: dict = {}
     for path in args.configfile:
         with open(path, encoding="utf-8") as f:
             merge(config, yaml.safe_load(f) or {})
     status = 0
+    tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]] = {}
     for dataset in args.datasets:
         ds = config["datasets"].get(dataset)
         if ds is None or dataset not in config.get("comparisons", {}):
@@ -100,6 +214,11 @@ def main() -> int:
             subprocess.run(cmd, check=True)
             wall = time.time() - started
         table = pd.read_csv(Path(args.directory) / target)
+        reference = config["comparisons"][dataset].get("reference")
+        im_methods = ("im", "im_plus", "aim_plus")
+        variants = config["comparisons"][dataset].get("variants") or {}
+        im_rows = [label for label, method in table.groupby("label", sort=False)["method"].first().items()
+                   if method in im_methods or (variants.get(method) or {}).get("method") in im_methods]
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
                                         list(table["method"].unique()))
         timing = ("not run (--summarize-only)" if args.summarize_only
@@ -107,9 +226,17 @@ def main() -> int:
         text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
                 f"the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
+                f"Summary: test mIoU (data-set level) of the best-on-validation model by generation, the last "
+                f"generation's paired differences (same seed; 95 % interval over seeds, over test images where "
+                f"one seed is all there is; '(unres.)' where it holds 0) and the mask's error recall:\n\n"
+                f"{format_summary(table, reference)}\n\n"
+                f"IM rows against issue 31's targets (margin = the row's mean minus the bar):\n\n"
+                f"{format_targets(table, im_rows, reference)}\n\n"
                 f"Test mIoU (data-set level) of the best-on-validation model:\n\n{format_by_generation(table, 'test_miou')}\n\n"
                 f"Mean test mIoU of the generation's models:\n\n{format_by_generation(table, 'test_miou_models_mean')}\n\n"
                 f"Paired differences to LDT (test mIoU, same seed):\n\n{format_differences(table)}\n\n"
+                + (f"Paired differences to {reference} (test mIoU, same seed):\n\n"
+                   f"{format_differences(table, reference)}\n\n" if reference and reference != "ldt" else "")
                 + (f"Share of the first teacher's wrong pixels inside the IM (error recall; where the unlabeled "
                    f"images have hidden masks):\n\n{format_by_generation(table, 'im_error_recall')}\n\n"
                    if "im_error_recall" in table else "") +
@@ -118,6 +245,10 @@ def main() -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         print(text, flush=True)
+        tables[dataset] = (table, reference, im_rows)
+    if args.overview and tables:
+        Path(args.overview).write_text(format_overview(tables, " ".join(args.datasets)), encoding="utf-8")
+        print(f"wrote {args.overview}")
     return status
 
 

@@ -103,7 +103,9 @@ def test_anchors_and_merge_keys_are_not_duplicates(tmp_path):
 
 @pytest.mark.parametrize("name", ["config.yaml", "config/examples/cityscapes.yaml", "config/examples/voc2012.yaml",
                                   "config/examples/isic2018.yaml", "bench/demo_longer_students.yaml",
-                                  "bench/dsb2018_scaled_blur.yaml", "im_core/config/config.schema.yaml"])
+                                  "bench/dsb2018_scaled_blur.yaml", "bench/im_levers.yaml", "bench/continuous.yaml",
+                                  "bench/models_compare.yaml",
+                                  "im_core/config/config.schema.yaml"])
 def test_shipped_yaml_files_load_strictly(name):
     """The shipped config (anchors &im_variants / *im_variants), examples, bench overlays and the
     schema have no duplicate key, read as PyYAML reads them, and the configs still validate."""

@@ -401,3 +401,28 @@ def test_augment_spread_gives_each_student_its_own_noise():
     assert train_settings(exp, 0, 2).augment == first  # gen0 is not a student
     assert train_settings(exp, 1, 0).to_params() == train_settings(exp, 0, 0).to_params() | {
         "seed": train_settings(exp, 1, 0).seed}
+
+
+def _bench_compare():
+    """bench/compare.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("bench_compare", Path(__file__).resolve().parents[1] / "bench" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_targets_are_read_from_hand_made_means():
+    """Issue 31's targets for an IM row: gen_last ≥ gen1, ≥ LDT + 1 std, ≥ the control at the same
+    generation, ≥ the best of the ensembles present; margins are the row's mean minus the bar."""
+    rows = [("ldt", "LDT", 0, 0.30, 0.02), ("ldt_continued", "LDT continued", 1, 0.33, 0.0),
+            ("ldt_continued", "LDT continued", 2, 0.35, 0.0), ("im", "IM", 1, 0.34, 0.0), ("im", "IM", 2, 0.36, 0.0),
+            ("model_ensemble", "Model Ensemble", 2, 0.31, 0.0), ("noisy_student", "Noisy Student", 2, 0.37, 0.0)]
+    table = pd.DataFrame([{"method": m, "label": label, "generation": g, "seeds": 3, "test_miou": mean,
+                           "test_miou_std": std} for m, label, g, mean, std in rows])
+    targets = {name: (round(margin, 6), met) for name, margin, met in
+               _bench_compare().im_targets(table, "IM", "ldt_continued")}
+    assert targets == {"gen2 ≥ gen1": (0.02, True), "≥ LDT + 1 std": (0.04, True),
+                       "≥ ldt_continued": (0.01, True),
+                       "≥ best of model_ensemble, noisy_student": (-0.01, False)}
