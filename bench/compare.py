@@ -161,6 +161,42 @@ def format_overview(tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]
     return "\n".join(lines) + "\n"
 
 
+def plot_recall(table: pd.DataFrame, out: Path, title: str) -> None:
+    """Two panels by generation: the mask's error recall of each IM row and every row's test mIoU
+    (mean over seeds, the std as a band; baselines as horizontal lines)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_recall, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5))
+    last = int(table["generation"].max())
+    colours = iter(plt.get_cmap("tab20").colors)  # more rows than tab10's ten colours
+    for label, rows in table.groupby("label", sort=False):
+        colour = next(colours)
+        rows = rows.sort_values("generation")
+        gens = rows["generation"].to_numpy()
+        if len(rows) == 1:  # a baseline: its gen0 across the plot
+            ax_miou.hlines(rows["test_miou"].iloc[0], 0, last, linestyles="--", colors=colour, label=label)
+            continue
+        line, = ax_miou.plot(gens, rows["test_miou"], marker="o", color=colour, label=label)
+        std = rows["test_miou_std"].fillna(0).to_numpy()
+        ax_miou.fill_between(gens, rows["test_miou"] - std, rows["test_miou"] + std, alpha=0.05, color=colour)
+        recall = rows.dropna(subset=["im_error_recall"])
+        if not recall.empty and recall["im_error_recall"].max() > 0:
+            ax_recall.errorbar(recall["generation"], recall["im_error_recall"], yerr=recall["im_error_recall_std"].fillna(0),
+                               marker="o", capsize=3, color=colour, label=label)
+    ax_recall.set(xlabel="generation", ylabel="error recall of the IM", ylim=(0, 1), title="wrong pseudo-label pixels inside the mask")
+    ax_miou.set(xlabel="generation", ylabel="test mIoU (best on validation)", title="test mIoU")
+    for ax in (ax_recall, ax_miou):
+        ax.set_xticks(range(last + 1))
+        ax.grid(alpha=0.3)
+    ax_miou.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
     """Wall seconds of the jobs of the table's methods and variants, all seeds, from Snakemake's
     benchmark files under results/benchmarks/<data set>/compare/<method>/ (other experiments and
@@ -238,7 +274,8 @@ def main() -> int:
                 + (f"Paired differences to {reference} (test mIoU, same seed):\n\n"
                    f"{format_differences(table, reference)}\n\n" if reference and reference != "ldt" else "")
                 + (f"Share of the first teacher's wrong pixels inside the IM (error recall; where the unlabeled "
-                   f"images have hidden masks):\n\n{format_by_generation(table, 'im_error_recall')}\n\n"
+                   f"images have hidden masks; plotted in {dataset}_recall.png):\n\n"
+                   f"{format_by_generation(table, 'im_error_recall')}\n\n"
                    if "im_error_recall" in table else "") +
                 f"All columns:\n\n{format_table(table, tuple(c for c in COLUMNS if c in table))}\n")
         out = REPO / "docs" / "results" / f"{dataset}_compare.md"
@@ -246,6 +283,9 @@ def main() -> int:
         out.write_text(text, encoding="utf-8")
         print(text, flush=True)
         tables[dataset] = (table, reference, im_rows)
+        if "im_error_recall" in table and table["im_error_recall"].max() > 0:
+            plot_recall(table, out.with_name(f"{dataset}_recall.png"),
+                        f"{dataset}: seeds {', '.join(map(str, config['comparisons'][dataset].get('seeds', [0])))}")
     if args.overview and tables:
         Path(args.overview).write_text(format_overview(tables, " ".join(args.datasets)), encoding="utf-8")
         print(f"wrote {args.overview}")
