@@ -137,7 +137,7 @@ def format_overview(tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]
     labels = list(dict.fromkeys(label for table, _, _ in tables.values() for label in table["label"]))
     lines = [f"Written by `python bench/compare.py {command} --overview …`: test mIoU (data-set level) of the "
              "best-on-validation model at the last generation (a baseline: its gen0), mean ± std over the seeds "
-             "[seeds]; the paired difference (same seed) to the data set's reference row with its 95 % interval "
+             "[seeds, the row's budget: image-steps of every model it trained, summed]; the paired difference (same seed) to the data set's reference row with its 95 % interval "
              "('unres.' where it holds 0); for IM rows, the targets met.", "",
              "| row | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for label in labels:
@@ -149,7 +149,8 @@ def format_overview(tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]
                 cells.append("")
                 continue
             end = rows[rows["generation"] == rows["generation"].max()].iloc[0]
-            cell = f"{_cell(end, 'test_miou')} [{end['seeds']}]"
+            steps = f", {end['image_steps'] / 1000:,.0f}k image-steps" if not pd.isna(end.get("image_steps")) else ""
+            cell = f"{_cell(end, 'test_miou')} [{end['seeds']} seeds{steps}]"
             diff = _difference(end, reference) if reference else ""
             if diff:
                 cell += f"; {diff}"
