@@ -198,6 +198,40 @@ def plot_recall(table: pd.DataFrame, out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def per_label_table(directory: Path, dataset: str, rows: dict[str, str]) -> pd.DataFrame:
+    """Per label (or class) of each IM row, generation and seed: the best-on-validation model's test
+    IoU and the pseudo-labels' coverage, accuracy, recall and the mask's error recall, read from
+    the runs' metrics.csv (compare.csv holds the means over labels only). `rows`: method -> label."""
+    out = []
+    for method, label in rows.items():
+        for path in sorted((directory / "results" / dataset / "compare" / method).glob("seed*/gen*/metrics.csv")):
+            metrics = pd.read_csv(path)
+            names = [c[len("im_error_recall_"):] for c in metrics.columns if c.startswith("im_error_recall_")]
+            if not names:
+                continue
+            best = metrics.sort_values("rank").iloc[0]
+            for name in names:
+                out.append({"row": label, "generation": int(path.parent.name[3:]), "seed": int(path.parent.parent.name[4:]),
+                            "label": name, "test_iou": best.get(f"test_iou_{name}"),
+                            **{k: best.get(f"{k}_{name}") for k in ("pseudo_coverage", "pseudo_accuracy", "pseudo_recall",
+                                                                    "im_error_recall")}})
+    return pd.DataFrame(out)
+
+
+def format_per_label(table: pd.DataFrame) -> str:
+    """Markdown: per row and generation, each label's test IoU, pseudo-label coverage / accuracy /
+    recall and the mask's error recall (means over seeds)."""
+    if table.empty:
+        return ""
+    means = table.groupby(["row", "generation", "label"], sort=False).mean(numeric_only=True).reset_index()
+    lines = ["| row | gen | label | test IoU | pseudo coverage | pseudo accuracy | pseudo recall | error recall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in means.sort_values(["row", "generation"], kind="stable").iterrows():
+        lines.append(f"| {r['row']} | {r['generation']} | {r['label']} | {r['test_iou']:.3f} | {r['pseudo_coverage']:.3f} | "
+                     f"{r['pseudo_accuracy']:.3f} | {r['pseudo_recall']:.3f} | {r['im_error_recall']:.3f} |")
+    return "\n".join(lines)
+
+
 def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
     """Wall seconds of the jobs of the table's methods and variants, all seeds, from Snakemake's
     benchmark files under results/benchmarks/<data set>/compare/<method>/ (other experiments and
@@ -258,6 +292,9 @@ def main() -> int:
                    if method in im_methods or (variants.get(method) or {}).get("method") in im_methods]
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
                                         list(table["method"].unique()))
+        methods = dict(table.groupby("method", sort=False)["label"].first())
+        per_label = format_per_label(per_label_table(Path(args.directory), dataset,
+                                                     {m: label for m, label in methods.items() if label in im_rows}))
         timing = ("not run (--summarize-only)" if args.summarize_only
                   else f"wall time {wall:.0f} s (jobs already up to date are not rerun)")
         text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
@@ -278,6 +315,8 @@ def main() -> int:
                    f"images have hidden masks; plotted in {dataset}_recall.png):\n\n"
                    f"{format_by_generation(table, 'im_error_recall')}\n\n"
                    if "im_error_recall" in table else "") +
+                + (f"Per label, the IM rows (best-on-validation model; means over the seeds):\n\n{per_label}\n\n"
+                   if per_label else "") +
                 f"All columns:\n\n{format_table(table, tuple(c for c in COLUMNS if c in table))}\n")
         out = REPO / "docs" / "results" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)

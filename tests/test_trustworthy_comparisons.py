@@ -77,6 +77,37 @@ def test_error_recall_on_hand_made_arrays():
     out = error_recall(teacher_ml, truth_ml, np.array([[[True, False]]]), 255, ["x", "y"])
     assert out["im_error_recall"] == pytest.approx(2 / 3) and out["im_error_recall_x"] == 1.0
     assert out["im_error_recall_y"] == 0.5
+    # two images: each image's errors against its own mask (not the other image's)
+    truth_2 = np.concatenate([truth_ml, truth_ml])
+    teacher_2 = np.concatenate([teacher_ml, teacher_ml])
+    union_2 = np.array([[[True, False]], [[False, False]]])        # image 0 as above, image 1 masks nothing
+    out = error_recall(teacher_2, truth_2, union_2, 255, ["x", "y"])
+    assert out["im_error_recall"] == pytest.approx(2 / 6)
+    assert out["im_error_recall_x"] == 0.5 and out["im_error_recall_y"] == pytest.approx(1 / 4)
+    # a per-label IM: each label's errors against its own mask
+    per_label = np.array([[[[False, False]], [[True, True]]], [[[True, False]], [[False, False]]]])
+    out = error_recall(teacher_2, truth_2, per_label, 255, ["x", "y"])
+    assert out["im_error_recall"] == pytest.approx(3 / 6)
+    assert out["im_error_recall_x"] == 0.5 and out["im_error_recall_y"] == 0.5
+
+
+
+@pytest.mark.parametrize("per_label", [False, True])
+def test_the_mask_that_leaves_a_label_out_is_its_own_in_per_label_mode(tmp_path, per_label):
+    """The error recall of a per-label IM counts each label's errors against that label's mask
+    (where its pseudo-label is ignored), the union's against the union."""
+    from im_core.io import create_array, open_store
+    from im_core.steps.evaluate import left_out_of_the_loss
+    labels = np.array([[[[255, 0]], [[1, 255]]]], dtype=np.uint8)  # label 0 ignored at pixel 0, label 1 at pixel 1
+    im = np.array([[[True, True]]])
+    group = open_store(tmp_path / "pseudo.zarr", mode="w")
+    create_array(group, "labels", labels.shape, labels.dtype, ("image", "label", "y", "x"))[:] = labels
+    create_array(group, "im", im.shape, im.dtype, ("image", "y", "x"))[:] = im
+    group.attrs.update({"task": "multilabel", "label_mode": "ignore", "ignore_index": 255,
+                        "settings": {"per_label": per_label, "block_output": True}})
+    left_out = left_out_of_the_loss(open_store(tmp_path / "pseudo.zarr"), np.array([0]))
+    expected = (labels == 255) if per_label else im
+    assert left_out.shape == expected.shape and (left_out == expected).all()
 
 
 @pytest.mark.slow

@@ -62,16 +62,32 @@ def error_recall(labels: np.ndarray, truth: np.ndarray, left_out: np.ndarray, ig
                  class_names: list[str]) -> dict:
     """How much of a teacher's error the pseudo-labels left out: of the pixels where the
     teacher's label (`labels`, N x H x W, or N x L x H x W multi-label) is wrong against the
-    ground truth, the share inside `left_out` (N x H x W: the IM); per true class, or per label
-    (its wrong pixels). nan where there is no error to find."""
+    ground truth, the share inside `left_out` (N x H x W: the IM; multi-label also N x L x H x W,
+    each label's own mask); per true class, or per label (its wrong pixels). nan where there is
+    no error to find."""
     known = truth != ignore_index
     wrong = known & (labels != truth)
-    inside = left_out[:, None] if labels.ndim == 4 else left_out
-    share = lambda w: float((w & inside).sum() / w.sum()) if w.any() else float("nan")  # noqa: E731
-    out = {"im_error_recall": share(wrong)}
+    multilabel = labels.ndim == 4
+    inside = (left_out if left_out.ndim == 4 else left_out[:, None]) if multilabel else left_out
+    share = lambda w, m: float((w & m).sum() / w.sum()) if w.any() else float("nan")  # noqa: E731
+    out = {"im_error_recall": share(wrong, inside)}
     for k, name in enumerate(class_names):
-        out[f"im_error_recall_{name}"] = share(wrong[:, k] if labels.ndim == 4 else wrong & (truth == k))
+        if multilabel:  # label k's wrong pixels against its own mask (or the union, one channel)
+            out[f"im_error_recall_{name}"] = share(wrong[:, k], inside[:, k if inside.shape[1] > 1 else 0])
+        else:
+            out[f"im_error_recall_{name}"] = share(wrong & (truth == k), inside)
     return out
+
+
+def left_out_of_the_loss(store, rows: np.ndarray) -> np.ndarray:
+    """The pixels the pseudo-labels of `rows` leave out: the IM (N x H x W); for a per-label IM of
+    multi-label data in ignore mode, each label's own mask (N x L x H x W: where that label is
+    ignored), since its union is not what leaves a label out of the loss."""
+    settings = store.attrs.get("settings") or {}
+    if (store.attrs.get("task") == "multilabel" and settings.get("per_label") and settings.get("block_output")
+            and store.attrs.get("label_mode") == "ignore"):
+        return store["labels"].get_orthogonal_selection((rows,)) == store.attrs["ignore_index"]
+    return store["im"].get_orthogonal_selection((rows,))
 
 
 def pseudo_label_statistics(pseudo: str, data: str, teacher_predictions: dict[str, str] | None = None) -> dict:
@@ -97,7 +113,7 @@ def pseudo_label_statistics(pseudo: str, data: str, teacher_predictions: dict[st
         if teacher in (teacher_predictions or {}):
             rows = np.flatnonzero(keep)[has_truth]
             predicted = open_store(teacher_predictions[teacher])["unlabeled/labels"].get_orthogonal_selection((rows,))
-            left_out = store["im"].get_orthogonal_selection((rows,))
+            left_out = left_out_of_the_loss(store, rows)
             stats.update(error_recall(predicted, truth[has_truth], left_out, data_store.attrs["ignore_index"],
                                       data_store.attrs["class_names"]))
     return stats
