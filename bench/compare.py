@@ -314,7 +314,7 @@ def main() -> int:
                 + (f"Share of the first teacher's wrong pixels inside the IM (error recall; where the unlabeled "
                    f"images have hidden masks; plotted in {dataset}_recall.png):\n\n"
                    f"{format_by_generation(table, 'im_error_recall')}\n\n"
-                   if "im_error_recall" in table else "") +
+                   if "im_error_recall" in table else "")
                 + (f"Per label, the IM rows (best-on-validation model; means over the seeds):\n\n{per_label}\n\n"
                    if per_label else "") +
                 f"All columns:\n\n{format_table(table, tuple(c for c in COLUMNS if c in table))}\n")
