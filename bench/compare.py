@@ -150,7 +150,7 @@ def format_overview(tables: dict[str, tuple[pd.DataFrame, str | None, list[str]]
                 continue
             end = rows[rows["generation"] == rows["generation"].max()].iloc[0]
             steps = f", {end['image_steps'] / 1000:,.0f}k image-steps" if not pd.isna(end.get("image_steps")) else ""
-            cell = f"{_cell(end, 'test_miou')} [{end['seeds']} seeds{steps}]"
+            cell = f"{_cell(end, 'test_miou')} [{end['seeds']} seed{'s' if end['seeds'] != 1 else ''}{steps}]"
             diff = _difference(end, reference) if reference else ""
             if diff:
                 cell += f"; {diff}"
@@ -199,14 +199,15 @@ def plot_recall(table: pd.DataFrame, out: Path, title: str) -> None:
 
 
 def per_label_table(directory: Path, dataset: str, rows: dict[str, str]) -> pd.DataFrame:
-    """Per label (or class) of each IM row, generation and seed: the best-on-validation model's test
+    """Per label (multi-label data) of each IM row, generation and seed: the best-on-validation model's test
     IoU and the pseudo-labels' coverage, accuracy, recall and the mask's error recall, read from
     the runs' metrics.csv (compare.csv holds the means over labels only). `rows`: method -> label."""
     out = []
     for method, label in rows.items():
         for path in sorted((directory / "results" / dataset / "compare" / method).glob("seed*/gen*/metrics.csv")):
             metrics = pd.read_csv(path)
-            names = [c[len("im_error_recall_"):] for c in metrics.columns if c.startswith("im_error_recall_")]
+            names = [c[len("im_error_recall_"):] for c in metrics.columns  # multi-label data: per-label recall too
+                     if c.startswith("im_error_recall_") and f"pseudo_recall_{c[len('im_error_recall_'):]}" in metrics]
             if not names:
                 continue
             best = metrics.sort_values("rank").iloc[0]
