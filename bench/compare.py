@@ -95,20 +95,18 @@ def im_targets(table: pd.DataFrame, row: str, reference: str | None) -> list[tup
         hit = table[(table["method"] == method) & (table["generation"] == gen)]
         return None if hit.empty else float(hit[column].iloc[0])
 
-    rows = table[table["label"] == row]
-    method = rows["method"].iloc[0] if not rows.empty else row
-    own = table[(table["label"] == row) & (table["generation"] == last)]
-    if own.empty:
+    rows = table[table["label"] == row].set_index("generation")
+    if last not in rows.index:
         return []
-    end = float(own["test_miou"].iloc[0])
-    first = float(table[(table["label"] == row) & (table["generation"] == 1)]["test_miou"].iloc[0])
+    method, end, first = rows["method"].iloc[0], float(rows.loc[last, "test_miou"]), float(rows.loc[1, "test_miou"])
     out = [("gen%d ≥ gen1" % last, end - first, end >= first)]
     ldt, ldt_std = mean("ldt", 0), mean("ldt", 0, "test_miou_std")
     if ldt is not None:
         bar = ldt + (0.0 if ldt_std is None or pd.isna(ldt_std) else ldt_std)
         out.append(("≥ LDT + 1 std", end - bar, end >= bar))
-    if reference and reference != method and mean(reference, last) is not None:
-        out.append((f"≥ {reference}", end - mean(reference, last), end >= mean(reference, last)))
+    control = mean(reference, last) if reference and reference != method else None
+    if control is not None:
+        out.append((f"≥ {reference}", end - control, end >= control))
     others = {m: mean(m, last) for m in ("model_ensemble", "input_ensemble", "noisy_student")}
     others = {m: v for m, v in others.items() if v is not None}
     if others:
@@ -179,7 +177,7 @@ def plot_recall(table: pd.DataFrame, out: Path, title: str) -> None:
         if len(rows) == 1:  # a baseline: its gen0 across the plot
             ax_miou.hlines(rows["test_miou"].iloc[0], 0, last, linestyles="--", colors=colour, label=label)
             continue
-        line, = ax_miou.plot(gens, rows["test_miou"], marker="o", color=colour, label=label)
+        ax_miou.plot(gens, rows["test_miou"], marker="o", color=colour, label=label)
         std = rows["test_miou_std"].fillna(0).to_numpy()
         ax_miou.fill_between(gens, rows["test_miou"] - std, rows["test_miou"] + std, alpha=0.05, color=colour)
         recall = rows.dropna(subset=["im_error_recall"])
