@@ -34,30 +34,28 @@ COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_mio
 def format_differences(table: pd.DataFrame, reference: str = "ldt") -> str:
     """Markdown: each row's paired test-mIoU difference to `reference` (same seed), with its 95 %
     interval over seeds and whether it is resolved (compare.csv's diff_<reference> columns)."""
-    column = f"diff_{reference}"
-    if column not in table:
+    if f"diff_{reference}" not in table:
         return f"(no {reference} row: no paired differences)"
     lines = [f"| method | gen | seeds | − {reference} (95 % interval) |", "|---|---|---|---|"]
     for _, row in table.iterrows():
-        mean, half = row[column], row[f"{column}_ci95"]
-        if pd.isna(mean):
-            continue
-        over = " over test images" if row.get(f"{column}_over") == "images" else ""
-        cell = (f"{mean:+.3f} (one seed)" if pd.isna(half) else
-                f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"{column}_resolved"] else " (unresolved)"))
-        lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | {cell} |")
+        cell = _difference(row, reference, long=True)
+        if cell:
+            lines.append(f"| {row['label']} | {row['generation']} | {row['seeds']} | {cell} |")
     return "\n".join(lines)
 
 
-def _difference(row: pd.Series, reference: str) -> str:
-    """'+0.012 ± 0.030' (or '… (unres.)', '… (one seed)') of a row's paired difference to `reference`."""
+def _difference(row: pd.Series, reference: str, long: bool = False) -> str:
+    """'+0.012 ± 0.030' (or '… (unres.)', '… (one seed)') of a row's paired difference to `reference`;
+    `long` spells out '(unresolved)' and says where the interval is over test images."""
     column = f"diff_{reference}"
     if column not in row or pd.isna(row[column]):
         return ""
     mean, half = row[column], row[f"{column}_ci95"]
     if pd.isna(half):
         return f"{mean:+.3f} (one seed)"
-    return f"{mean:+.3f} ± {half:.3f}" + ("" if row[f"{column}_resolved"] else " (unres.)")
+    over = " over test images" if long and row.get(f"{column}_over") == "images" else ""
+    unresolved = " (unresolved)" if long else " (unres.)"
+    return f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"{column}_resolved"] else unresolved)
 
 
 def format_summary(table: pd.DataFrame, reference: str | None) -> str:
