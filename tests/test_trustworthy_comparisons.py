@@ -457,3 +457,18 @@ def test_the_targets_are_read_from_hand_made_means():
     assert targets == {"gen2 ≥ gen1": (0.02, True), "≥ LDT + 1 std": (0.04, True),
                        "≥ ldt_continued": (0.01, True),
                        "≥ best of model_ensemble, noisy_student": (-0.01, False)}
+
+
+def test_the_cross_data_set_target_counts_where_im_beats_the_best_ensemble():
+    """IM ≥ the best of the ensemble baselines present, counted over data sets; a data set with
+    no ensemble row does not count."""
+    def table(im_end, ensembles):
+        rows = [("ldt", "LDT", 0, 0.3), ("im", "IM", 1, 0.3), ("im", "IM", 2, im_end)]
+        rows += [(m, m, 2, v) for m, v in ensembles.items()]
+        return pd.DataFrame([{"method": m, "label": label, "generation": g, "seeds": 1, "test_miou": v,
+                              "test_miou_std": float("nan")} for m, label, g, v in rows])
+    tables = {"a": (table(0.5, {"model_ensemble": 0.4, "noisy_student": 0.45}), None, ["IM"]),
+              "b": (table(0.5, {"input_ensemble": 0.55}), None, ["IM"]),
+              "c": (table(0.5, {"noisy_student": 0.5}), None, ["IM"]),
+              "d": (table(0.5, {}), None, ["IM"])}
+    assert _bench_compare().baselines_beaten(tables) == {"IM": (2, 3, ["a", "c"])}
