@@ -11,7 +11,7 @@ from PIL import Image
 
 from test_workflow import snakemake
 
-from im_core.data.provenance import differences, fingerprint, source_manifest
+from im_core.data.provenance import content_hashes, differences, fingerprint, same_content, source_manifest
 
 CLASSES = ["background", "thing"]
 
@@ -48,6 +48,40 @@ def test_the_manifest_sees_every_change_and_says_which(tmp_path):
     assert fingerprint(source_manifest({"name": "d", "source": "demo"})) == ""
 
 
+def _new_times(root: Path, seconds: int = 100) -> None:
+    """Every file of `root` a new time, bytes untouched (as a copy or a checkout leaves them)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds * 10**9))
+
+
+def test_a_copy_with_new_times_is_the_same_content_and_a_real_change_is_not(tmp_path):
+    root = write_folder(tmp_path / "data")
+    (tmp_path / "train.txt").write_text("im00\nim01\n")
+    cfg = dataset(root) | {"split_lists": {"train": str(tmp_path / "train.txt")}}
+    recorded = source_manifest(cfg)
+    hashes = content_hashes(recorded)
+    assert set(hashes) == {str(root), str(tmp_path / "train.txt")} and len(hashes[str(root)]) == 24
+    assert same_content(recorded, hashes, source_manifest(cfg))             # nothing changed
+    _new_times(tmp_path)
+    touched = source_manifest(cfg)
+    assert fingerprint(touched) != fingerprint(recorded)                    # the times alone differ ...
+    assert same_content(recorded, hashes, touched)                          # ... and the bytes are the same
+    assert not same_content(recorded, None, touched)                        # a store without hashes: rebuilt
+    (tmp_path / "train.txt").write_text("im00\nim02\n")                   # same size, other bytes
+    assert not same_content(recorded, hashes, source_manifest(cfg))
+    (tmp_path / "train.txt").write_text("im00\nim01\n")
+    assert same_content(recorded, hashes, source_manifest(cfg))
+    mask = root / "masks" / "im03.png"
+    data = bytearray(mask.read_bytes())
+    data[-20] ^= 1                                                         # one bit of one mask, same size
+    mask.write_bytes(bytes(data))
+    assert not same_content(recorded, hashes, source_manifest(cfg))
+    mask.unlink()
+    assert not same_content(recorded, hashes, source_manifest(cfg))        # a removed file
+
+
 def test_a_symlink_loop_in_the_folder_is_walked_once(tmp_path):
     root = write_folder(tmp_path / "data", n=2)
     (root / "images" / "again").symlink_to(root / "images")
@@ -71,6 +105,11 @@ def test_editing_the_data_rebuilds_the_store_and_everything_after(tmp_path):
     assert store.attrs["built_from"]["files"] == {str(root): 24}
     assert len(store.attrs["source_manifest"][str(root)]) == 24
     assert "Nothing to be done" in (snakemake(work, "-n", "results/mine/data.zarr").stdout)
+    assert len(store.attrs["source_hashes"][str(root)]) == 24
+
+    _new_times(root)                                                        # the data copied: new times, same bytes
+    plan = snakemake(work, "-n", "results/mine/data.zarr")
+    assert "Nothing to be done" in plan.stdout and "it is kept" in plan.stdout + plan.stderr, plan.stdout[-3000:]
 
     time.sleep(0.01)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "masks" / "im05.png")   # a corrected mask

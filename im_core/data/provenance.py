@@ -8,8 +8,11 @@ reruns the preparation and, through the new store, everything after it; `snakema
 "Params have changed" as the reason, and the workflow names the files that differ from what
 the store recorded. Hidden files and folders (".name") are left out, as the sources skip them;
 symlinked folders are followed once each (a link back into the tree is not walked twice).
-Content hashes would also ignore a file only touched, but cost a read of the whole data set at
-every plan; size and time cost one stat per file.
+Size and time cost one stat per file at every plan. A copy or checkout of the data (a new
+machine, `cp` without -p, `git clone`) gives every file a new time with the same bytes, so the
+store also records each file's SHA-256 (`content_hashes`): where only times differ from its
+record and the bytes of those files are what it was built from (`same_content`), the workflow
+keeps the store (and everything after it) and reads only the files whose time changed.
 """
 from __future__ import annotations
 
@@ -76,13 +79,65 @@ def source_fingerprint(cfg: dict) -> str:
     return fingerprint(source_manifest(cfg))
 
 
-def differences(recorded: dict[str, Manifest], now: dict[str, Manifest], limit: int = 5) -> list[str]:
-    """What changed between two manifests, for people: "changed masks/a.png", "added ...", "removed ..."."""
+def _file(root: str, relative: str) -> Path:
+    """A manifest entry's file: a root that is a file (a split list) is its own single entry."""
+    return Path(root) if Path(root).is_file() else Path(root) / relative
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hashes(manifest: dict[str, Manifest]) -> dict[str, dict[str, str]]:
+    """Root -> relative path -> SHA-256 of the file's bytes, for every file of the manifest."""
+    return {root: {relative: _sha256(_file(root, relative)) for relative, _, _ in files}
+            for root, files in manifest.items()}
+
+
+def _changed(root: str, relative: str, before: tuple[int, int], after: tuple[int, int],
+             hashes: dict[str, dict[str, str]] | None) -> bool:
+    """Whether a file in both manifests changed: a new size, or a new time with bytes that are not
+    the recorded ones (read only here, where the time differs; no recorded hash counts as changed)."""
+    if before == after:
+        return False
+    known = (hashes or {}).get(root, {}).get(relative)
+    if before[0] != after[0] or known is None:
+        return True
+    try:
+        return _sha256(_file(root, relative)) != known
+    except OSError:
+        return True
+
+
+def same_content(recorded: dict[str, Manifest], hashes: dict[str, dict[str, str]] | None,
+                 now: dict[str, Manifest]) -> bool:
+    """Whether `now` holds the same files, sizes and bytes as the store's record, whatever their
+    times. False where a file was added, removed or changed, or where a file's time differs and
+    the record has no hash for it (a store built before hashes were recorded)."""
+    if set(recorded) != set(now):
+        return False
+    for root, files in now.items():
+        before = {relative: (size, mtime) for relative, size, mtime in recorded[root]}
+        after = {relative: (size, mtime) for relative, size, mtime in files}
+        if set(before) != set(after) or any(_changed(root, p, before[p], after[p], hashes) for p in after):
+            return False
+    return True
+
+
+def differences(recorded: dict[str, Manifest], now: dict[str, Manifest], limit: int = 5,
+                hashes: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """What changed between two manifests, for people: "changed masks/a.png", "added ...", "removed ...";
+    with the record's `hashes`, a file whose time alone changed (same bytes) is not named."""
     out = []
     for root in sorted(set(recorded) | set(now)):
         before = {p: (s, t) for p, s, t in recorded.get(root, [])}
         after = {p: (s, t) for p, s, t in now.get(root, [])}
         out += [f"added {root}/{p}" for p in sorted(set(after) - set(before))]
         out += [f"removed {root}/{p}" for p in sorted(set(before) - set(after))]
-        out += [f"changed {root}/{p}" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
+        out += [f"changed {root}/{p}" for p in sorted(set(before) & set(after))
+                if _changed(root, p, before[p], after[p], hashes)]
     return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])

@@ -11,7 +11,7 @@ sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
 from im_core.builders import builder as builder_named
 from im_core.code_versions import code_version
-from im_core.data.provenance import differences, fingerprint, source_manifest
+from im_core.data.provenance import differences, fingerprint, same_content, source_manifest
 from im_core.errors import InputError
 from im_core.runtime.cpu import cpu_flags, cpu_name
 from im_core.runtime.path_rule import plan_cpu_path
@@ -139,7 +139,9 @@ def builder(w):
 def source_fingerprint(dataset):
     """The fingerprint of the files a data set is read from (im_core/data/provenance.py), a
     param of its preparation: any change of them rebuilds the store. Where a store exists and
-    its record differs, the plan says which files changed."""
+    its record differs only in the files' times (a copy, a checkout) while their bytes are the
+    recorded ones, the recorded fingerprint is kept, and with it the store; otherwise the plan
+    says which files changed."""
     manifest = source_manifest(DATASETS[dataset])
     now = fingerprint(manifest)
     store = f"results/{dataset}/data.zarr"
@@ -147,13 +149,17 @@ def source_fingerprint(dataset):
         try:
             import zarr
 
-            recorded = zarr.open_group(store, mode="r").attrs.get("source_manifest")
+            attrs = zarr.open_group(store, mode="r").attrs
+            recorded, hashes = attrs.get("source_manifest"), attrs.get("source_hashes")
         except Exception:  # an unreadable store is rebuilt anyway
-            recorded = None
+            recorded = hashes = None
         if recorded is not None and fingerprint(recorded) != now:
+            if same_content(recorded, hashes, manifest):
+                logger.info(f"datasets.{dataset}: files have new times but the bytes {store} was built from; it is kept")
+                return fingerprint(recorded)
             logger.info(
                 f"datasets.{dataset}: files changed since {store} was built "
-                f"({'; '.join(differences(recorded, manifest))}): it and everything after it are rebuilt"
+                f"({'; '.join(differences(recorded, manifest, hashes=hashes))}): it and everything after it are rebuilt"
             )
     return now
 
