@@ -116,16 +116,9 @@ def _changed(root: str, relative: str, before: tuple[int, int], after: tuple[int
 def same_content(recorded: dict[str, Manifest], hashes: dict[str, dict[str, str]] | None,
                  now: dict[str, Manifest]) -> bool:
     """Whether `now` holds the same files, sizes and bytes as the store's record, whatever their
-    times. False where a file was added, removed or changed, or where a file's time differs and
-    the record has no hash for it (a store built before hashes were recorded)."""
-    if set(recorded) != set(now):
-        return False
-    for root, files in now.items():
-        before = {relative: (size, mtime) for relative, size, mtime in recorded[root]}
-        after = {relative: (size, mtime) for relative, size, mtime in files}
-        if set(before) != set(after) or any(_changed(root, p, before[p], after[p], hashes) for p in after):
-            return False
-    return True
+    times: no file added, removed or changed (`differences`; a file whose time differs and has no
+    recorded hash, as in a store built before hashes were recorded, counts as changed)."""
+    return not differences(recorded, now, hashes=hashes)
 
 
 def differences(recorded: dict[str, Manifest], now: dict[str, Manifest], limit: int = 5,

@@ -11,7 +11,7 @@ sys.path.insert(0, workflow.basedir)  # the config helpers of this checkout
 
 from im_core.builders import builder as builder_named
 from im_core.code_versions import code_version
-from im_core.data.provenance import differences, fingerprint, same_content, source_manifest
+from im_core.data.provenance import differences, fingerprint, source_manifest
 from im_core.errors import InputError
 from im_core.runtime.cpu import cpu_flags, cpu_name
 from im_core.runtime.path_rule import plan_cpu_path
@@ -154,12 +154,13 @@ def source_fingerprint(dataset):
         except Exception:  # an unreadable store is rebuilt anyway
             recorded = hashes = None
         if recorded is not None and fingerprint(recorded) != now:
-            if same_content(recorded, hashes, manifest):
+            changed = differences(recorded, manifest, hashes=hashes)  # reads only the files whose time differs
+            if not changed:
                 logger.info(f"datasets.{dataset}: files have new times but the bytes {store} was built from; it is kept")
                 return fingerprint(recorded)
             logger.info(
                 f"datasets.{dataset}: files changed since {store} was built "
-                f"({'; '.join(differences(recorded, manifest, hashes=hashes))}): it and everything after it are rebuilt"
+                f"({'; '.join(changed)}): it and everything after it are rebuilt"
             )
     return now
 
