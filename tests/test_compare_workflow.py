@@ -48,10 +48,10 @@ def test_every_method_is_a_row_and_self_training_starts_from_its_baseline(compar
     res = compared / "results" / "tiny"
     table = pd.read_csv(res / "compare.csv")
     rows = list(zip(table["method"], table["generation"]))
-    baselines = [(m, 0) for m in ("fdt", "ldt", "aldt")]
-    assert rows[:3] == baselines
+    baselines = [(m, 0) for m in ("fdt", "ldt", "ldt_plateau", "aldt")]
+    assert rows[:4] == baselines
     default_methods = load_schema()["$defs"]["comparison"]["properties"]["methods"]["default"]  # the IM paper's
-    for method in set(default_methods) - {"fdt", "ldt", "aldt"}:
+    for method in set(default_methods) - {"fdt", "ldt", "ldt_plateau", "aldt"}:
         assert (method, 0) in rows and (method, 1) in rows, method
     for col in ("val_miou", "val_miou_per_image", "test_miou", "test_miou_per_image", "test_miou_std", "im_fraction"):
         assert col in table.columns
@@ -73,6 +73,13 @@ def test_every_method_is_a_row_and_self_training_starts_from_its_baseline(compar
     log = (compared / "results" / "logs" / "tiny" / "compare" / "consistency" / "seed0" / "gen1" / "train_m0.log").read_text()
     assert "fine-tuning results/tiny/compare/ldt/seed0/gen0/models/" in log
     ldt0 = pd.read_csv(compare_dir / "ldt" / "seed0" / "gen0" / "metrics.csv")
+    # LDT to its plateau: early stopping (patience 8 validations) within ten times gen0's 6 steps
+    plateau = pd.read_csv(compare_dir / "ldt_plateau" / "seed0" / "gen0" / "metrics.csv")
+    assert plateau["steps"].between(6, 60).all() and by.loc[("ldt_plateau", 0), "image_steps"] == 8 * plateau["steps"].sum()
+    # the continued-training control continues each LDT model on the labeled images
+    continued = pd.read_csv(compare_dir / "ldt_continued" / "seed0" / "gen1" / "metrics.csv")
+    assert set(continued["init"]) == {"parent"} and set(continued["label_source"]) == {"L"}
+    assert sorted(continued["parent"]) == sorted(ldt0["model_id"])
     consistency1 = pd.read_csv(compare_dir / "consistency" / "seed0" / "gen1" / "metrics.csv")
     assert set(consistency1["init"]) == {"parent"} and set(consistency1["label_source"]) == {"L"}
     assert set(consistency1["parent"]) == {ldt0.sort_values("rank")["model_id"].iloc[0]}  # gen0's best

@@ -50,6 +50,9 @@ def test_method_settings():
     assert train_settings(exps[name("aldt")], 0, 0).labeled_copies == 9
     # gen0 on a student-sized set (FDT, ALDT and AIM+ from it) has the students' step budget
     assert [train_settings(exps[name(m)], 0, 0).steps for m in ("ldt", "fdt", "aldt", "aim_plus")] == [100, 200, 200, 200]
+    # LDT to its plateau: early stopping within ten times gen0's steps; the others train every step
+    plateau = train_settings(exps[name("ldt_plateau")], 0, 0)
+    assert (plateau.steps, plateau.patience, train_settings(exps[name("ldt")], 0, 0).patience) == (1000, 8, None)
     assert train_settings(exps[name("aim_plus")], 2, 0).labeled_copies == 9
     assert pseudo_settings(exps[name("model_ensemble")], 1).builder == "model_ensemble"
     assert pseudo_settings(exps[name("input_ensemble")], 1).builder == "input_ensemble"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from .presets import BASELINES, METHODS, STUDENT_BUDGET
+from .presets import BASELINES, METHODS, PLATEAU_BUDGET, STUDENT_BUDGET
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -22,6 +22,13 @@ def students_train(exp: dict) -> dict:
         if o["from_generation"] <= 1 and "train" in o:
             train = deep_merge(train, o["train"])
     return train
+
+
+def plateau_train(train: dict, factor: int) -> dict:
+    """gen0's train section with `factor` times its budget (steps, or epochs where steps is
+    null): the most a baseline trained to its plateau may train (train.patience ends it)."""
+    key = "steps" if train.get("steps") else "epochs"
+    return {**train, key: factor * train[key]}
 
 
 def experiment_name(dataset: str, method: str, seed: int) -> str:
@@ -58,6 +65,8 @@ def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, d
             exp = deep_merge(shared, preset)
             if method in STUDENT_BUDGET:
                 exp["train"] = deep_merge(students_train(shared), preset.get("train", {}))
+            if method in PLATEAU_BUDGET:
+                exp["train"] = deep_merge(plateau_train(shared["train"], PLATEAU_BUDGET[method]), preset.get("train", {}))
             exp["seed"] = seed
             if method not in BASELINES:
                 exp["generations"] = comparison["generations"]

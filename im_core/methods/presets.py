@@ -14,6 +14,10 @@ METHODS: dict[str, dict] = {
     "cct": {"generations": 0, "stage0": {"trainer": "cct"}},
     "cct_im": {"start": "cct", "pseudo_labels": {"builder": "im"}},
     "ldt": {"generations": 0},
+    # LDT trained to its validation plateau rather than for gen0's fixed steps: up to
+    # PLATEAU_BUDGET times that budget, ending once `patience` validations in a row bring no new
+    # best, so that a self-training method's gain over LDT is not a gain over a short schedule
+    "ldt_plateau": {"generations": 0, "train": {"patience": 8}},
     # continuous weak-to-strong trainers (trainers/fixmatch.py, unimatch.py, unimatch_v2.py) as
     # baselines, and IM's generations on top of UniMatch: teachers from UniMatch with supervised
     # students; with UniMatch students (the IM pairs in the labeled batch, the unlabeled stream
@@ -68,11 +72,13 @@ METHODS: dict[str, dict] = {
                    "students": {"models": 2, "init": "parent", "parent": "best_so_far", "labeled_share": 0.5,
                                 "dynamic_gamma": 9}},
 }
-BASELINES = ("fdt", "ldt", "aldt", "cct", "fixmatch", "unimatch", "unimatch_v2")
+BASELINES = ("fdt", "ldt", "ldt_plateau", "aldt", "cct", "fixmatch", "unimatch", "unimatch_v2")
 # gen0 sets as large as the students' (all training labels; ten times the labeled set) train with
 # the students' budget, as an epoch budget gives them in the authors' code
 STUDENT_BUDGET = ("fdt", "aldt", "aim_plus")
-LABELS = {"fdt": "FDT", "ldt": "LDT", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
+# gen0 sets trained to their plateau: at most this many times the base's gen0 steps (or epochs)
+PLATEAU_BUDGET = {"ldt_plateau": 10}
+LABELS = {"fdt": "FDT", "ldt": "LDT", "ldt_plateau": "LDT to its plateau", "aldt": "ALDT", "cct": "CCT", "cct_im": "IM from CCT", "model_ensemble": "Model Ensemble",
           "input_ensemble": "Input Ensemble", "noisy_student": "Noisy Student", "consistency": "Consistency Loss",
           "im": "IM", "ldt_continued": "LDT continued", "im_plus": "IM+", "aim_plus": "AIM+", "fist": "FIST", "gist": "GIST", "rist": "RIST",
           "gist_im": "GIST+IM", "rist_im": "RIST+IM", "st": "ST", "dst": "DST", "dst_cbc": "DST-CBC",
