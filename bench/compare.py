@@ -3,7 +3,8 @@ through Snakemake and print each table.
 
     python bench/compare.py demo ph2 dsb2018 --cores 2
 
-For each data set: `snakemake results/<data set>/compare.csv`, timed, then the table (method x
+For each data set: every row's runs, seed by seed (so that a run stopped early leaves whole
+seeds), then `snakemake results/<data set>/compare.csv`, timed; then the table (method x
 generation: test mIoU of the best-on-val model, data-set level and per image, the mean test mIoU
 of the generation's models, val mIoU, IM fraction, pseudo-label accuracy; mean ± std where
 several seeds are configured), written with the wall time and the summed job time to
@@ -13,6 +14,7 @@ config.yaml); a data set whose folder is missing is reported and skipped.
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import time
@@ -24,6 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from im_core.config.schema import load_schema, validator_with_defaults  # noqa: E402
+from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.steps.compare import _cell, format_by_generation, format_table  # noqa: E402
 
 
@@ -266,6 +270,15 @@ def merge(base: dict, over: dict) -> dict:
     return base
 
 
+def with_defaults(comparison: dict) -> dict:
+    """A comparison as a config file gives it, with the schema's defaults filled in (the default
+    methods, generations, variants)."""
+    schema = load_schema()
+    filled = copy.deepcopy(comparison)
+    validator_with_defaults({"$defs": schema["$defs"], "$ref": "#/$defs/comparison"}).validate(filled)
+    return filled
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+")
@@ -294,11 +307,14 @@ def main() -> int:
             continue
         target = f"results/{dataset}/compare.csv"
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", args.directory,
-               "--configfile", *args.configfile, "--cores", str(args.cores), "--", target]
+               "--configfile", *args.configfile, "--cores", str(args.cores), "--"]
         if not args.summarize_only:
-            print("$", " ".join(cmd), flush=True)
+            comparison = with_defaults(config["comparisons"][dataset])
             started = time.time()
-            subprocess.run(cmd, check=True)
+            # seed by seed, so that a run stopped early leaves whole seeds (Snakemake goes on from there)
+            for targets in [seed_targets(dataset, comparison, seed) for seed in comparison["seeds"]] + [[target]]:
+                print("$", " ".join(cmd + targets), flush=True)
+                subprocess.run(cmd + targets, check=True)
             wall = time.time() - started
         table = pd.read_csv(Path(args.directory) / target)
         reference = config["comparisons"][dataset].get("reference")

@@ -35,6 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.methods.presets import BASELINES, LABELS, METHODS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
 
@@ -154,14 +155,6 @@ def write_overview(names: list[str]) -> None:
     if text:
         (REPO / "docs" / "results" / "continuous_overview.md").write_text(text, encoding="utf-8")
         print(text, flush=True)
-
-
-def seed_targets(name: str, comparison: dict, seed: int) -> list[str]:
-    """The last generation's metrics table of every row of one seed."""
-    rows = list(comparison["methods"]) + list(comparison.get("variants", {}))
-    method = lambda row: comparison.get("variants", {}).get(row, {}).get("method", row)  # noqa: E731
-    return [f"results/{name}/compare/{row}/seed{seed}/gen{0 if method(row) in BASELINES else comparison['generations']}"
-            f"/metrics.csv" for row in rows]
 
 
 def snakemake(targets: list[str], cores: str) -> None:

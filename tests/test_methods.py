@@ -9,7 +9,7 @@ from conftest import train_settings as train_settings_of
 
 from im_core.config import generation_settings, load_schema, pseudo_settings, train_settings, validate_config
 from im_core.errors import InputError
-from im_core.methods.comparisons import experiment_name
+from im_core.methods.comparisons import experiment_name, seed_targets
 from im_core.methods.presets import METHODS
 from im_core.methods.schedules import noisy_student_settings, ramp
 
@@ -161,3 +161,14 @@ def test_consistency_trainer_goes_with_no_pseudo_labels():
     del cfg["comparisons"]
     exp = validate_config(cfg)["experiments"]["e"]
     assert generation_settings(exp, 1)["pseudo_labels"]["builder"] == "none"
+
+
+def test_seed_targets_name_each_rows_last_generation_of_one_seed():
+    config = validate_config(copy.deepcopy(BASE))
+    comparison = config["comparisons"]["d"]
+    targets = seed_targets("d", comparison, 1)
+    assert len(targets) == len(comparison["methods"]) and all("/seed1/" in t for t in targets)
+    assert "results/d/compare/ldt_plateau/seed1/gen0/metrics.csv" in targets
+    assert "results/d/compare/im/seed1/gen2/metrics.csv" in targets
+    assert {t.split("/")[3] for t in targets} == set(comparison["methods"])
+    assert all(t.split("/")[3] + "/seed1" in " ".join(config["experiments"]) for t in targets)

@@ -472,3 +472,18 @@ def test_the_cross_data_set_target_counts_where_im_beats_the_best_ensemble():
               "c": (table(0.5, {"noisy_student": 0.5}), None, ["IM"]),
               "d": (table(0.5, {}), None, ["IM"])}
     assert _bench_compare().baselines_beaten(tables) == {"IM": (2, 3, ["a", "c"])}
+
+
+def test_the_bench_runs_a_config_files_comparison_seed_by_seed_with_the_default_rows():
+    """bench/compare.py fills a comparison's defaults (the default table, with LDT at its plateau and
+    the control) before asking for each seed's runs; the user's section is left as it was."""
+    from im_core.config import load_schema
+    from im_core.methods.comparisons import seed_targets
+    section = {"base": "x", "seeds": [0, 2], "variants": {"im_k": {"method": "im"}}}
+    filled = _bench_compare().with_defaults(section)
+    assert section == {"base": "x", "seeds": [0, 2], "variants": {"im_k": {"method": "im"}}}
+    default = load_schema()["$defs"]["comparison"]["properties"]["methods"]["default"]
+    assert filled["methods"] == default and {"ldt_plateau", "ldt_continued"} <= set(default)
+    targets = seed_targets("x", filled, 2)
+    assert targets[-1] == "results/x/compare/im_k/seed2/gen3/metrics.csv" and len(targets) == len(default) + 1
+    assert "results/x/compare/ldt_plateau/seed2/gen0/metrics.csv" in targets

@@ -42,6 +42,14 @@ def comparison_rows(comparison: dict) -> dict[str, str]:
     return rows
 
 
+def seed_targets(dataset: str, comparison: dict, seed: int) -> list[str]:
+    """The last generation's metrics table of every row of one seed (`comparison` with its
+    defaults filled in): asked for seed by seed, a run stopped early leaves whole seeds."""
+    last = lambda method: 0 if method in BASELINES else comparison["generations"]  # noqa: E731
+    return [f"results/{experiment_name(dataset, row, seed)}/gen{last(method)}/metrics.csv"
+            for row, method in comparison_rows(comparison).items()]
+
+
 def expand_comparison(dataset: str, comparison: dict, base: dict) -> dict[str, dict]:
     """Raw experiment configs (before defaults) for every row (method or variant) x seed of one
     comparison, plus the baselines the listed self-training methods start from."""
