@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import subprocess
 import sys
 import time
@@ -260,6 +261,15 @@ def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
 
 
+def recorded_run(out: Path) -> str | None:
+    """The command and wall time an earlier run wrote at the top of `out`, so that --summarize-only
+    rewrites the tables without losing the timing of the run that made them."""
+    if not out.exists():
+        return None
+    match = re.search(r"^(`snakemake [^`]+`: wall time \d+ s \([^)]*\))", out.read_text(encoding="utf-8"), re.M)
+    return match.group(1) if match else None
+
+
 def merge(base: dict, over: dict) -> dict:
     """`over` merged into `base` key by key (nested mappings too), as Snakemake merges config files."""
     for key, value in over.items():
@@ -327,10 +337,12 @@ def main() -> int:
         methods = dict(table.groupby("method", sort=False)["label"].first())
         per_label = format_per_label(per_label_table(Path(args.directory), dataset,
                                                      {m: label for m, label in methods.items() if label in im_rows}))
-        timing = ("not run (--summarize-only)" if args.summarize_only
-                  else f"wall time {wall:.0f} s (jobs already up to date are not rerun)")
-        text = (f"## {dataset}\n\n`snakemake --cores {args.cores} {target}`: {timing}; "
-                f"the jobs of the table's rows, however many runs "
+        out = REPO / "docs" / "results" / f"{dataset}_compare.md"
+        run_line = (recorded_run(out) if args.summarize_only else None) or (
+            f"`snakemake --cores {args.cores} {target}`: "
+            + ("not run (--summarize-only)" if args.summarize_only
+               else f"wall time {wall:.0f} s (jobs already up to date are not rerun)"))
+        text = (f"## {dataset}\n\n{run_line}; the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
                 f"Summary: test mIoU (data-set level) of the best-on-validation model by generation, the last "
                 f"generation's paired differences (same seed; 95 % interval over seeds, over test images where "
@@ -350,7 +362,6 @@ def main() -> int:
                 + (f"Per label, the IM rows (best-on-validation model; means over the seeds):\n\n{per_label}\n\n"
                    if per_label else "") +
                 f"All columns:\n\n{format_table(table, tuple(c for c in COLUMNS if c in table))}\n")
-        out = REPO / "docs" / "results" / f"{dataset}_compare.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         print(text, flush=True)

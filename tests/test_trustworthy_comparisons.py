@@ -487,3 +487,19 @@ def test_the_bench_runs_a_config_files_comparison_seed_by_seed_with_the_default_
     targets = seed_targets("x", filled, 2)
     assert targets[-1] == "results/x/compare/im_k/seed2/gen3/metrics.csv" and len(targets) == len(default) + 1
     assert "results/x/compare/ldt_plateau/seed2/gen0/metrics.csv" in targets
+
+
+def test_summarize_only_keeps_the_timing_of_the_run_that_made_the_tables(tmp_path):
+    """A table rewritten with --summarize-only keeps the command and wall time the run wrote
+    (they are the record of what the run cost); a file without them gives none."""
+    recorded_run = _bench_compare().recorded_run
+    out = tmp_path / "x_compare.md"
+    assert recorded_run(out) is None
+    out.write_text("## x\n\n`snakemake --cores 2 results/x/compare.csv`: wall time 4564 s (jobs already up to "
+                   "date are not rerun); the jobs of the table's rows, however many runs made them: 9 s\n",
+                   encoding="utf-8")
+    assert recorded_run(out) == ("`snakemake --cores 2 results/x/compare.csv`: wall time 4564 s "
+                                 "(jobs already up to date are not rerun)")
+    out.write_text("## x\n\n`snakemake --cores all results/x/compare.csv`: not run (--summarize-only); ...\n",
+                   encoding="utf-8")
+    assert recorded_run(out) is None
