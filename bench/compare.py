@@ -253,11 +253,12 @@ def format_per_label(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def total_job_seconds(benchmarks: Path, methods: list[str]) -> float:
-    """Wall seconds of the jobs of the table's methods and variants, all seeds, from Snakemake's
-    benchmark files under results/benchmarks/<data set>/compare/<method>/ (other experiments and
-    rows no longer configured are not counted)."""
-    files = [f for method in methods for f in (benchmarks / "compare" / method).rglob("*.tsv")]
+def total_job_seconds(benchmarks: Path, methods: list[str], seeds: list[int]) -> float:
+    """Wall seconds of the jobs of the table's methods and variants at the table's seeds, from
+    Snakemake's benchmark files under results/benchmarks/<data set>/compare/<method>/seed<s>/
+    (other experiments, rows no longer configured and seeds not in the table are not counted)."""
+    files = [f for method in methods for seed in seeds
+             for f in (benchmarks / "compare" / method / f"seed{seed}").rglob("*.tsv")]
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
 
 
@@ -333,7 +334,8 @@ def main() -> int:
         im_rows = [label for label, method in table.groupby("label", sort=False)["method"].first().items()
                    if method in im_methods or (variants.get(method) or {}).get("method") in im_methods]
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
-                                        list(table["method"].unique()))
+                                        list(table["method"].unique()),
+                                        list(config["comparisons"][dataset].get("seeds", [0])))
         methods = dict(table.groupby("method", sort=False)["label"].first())
         per_label = format_per_label(per_label_table(Path(args.directory), dataset,
                                                      {m: label for m, label in methods.items() if label in im_rows}))

@@ -503,3 +503,20 @@ def test_summarize_only_keeps_the_timing_of_the_run_that_made_the_tables(tmp_pat
     out.write_text("## x\n\n`snakemake --cores all results/x/compare.csv`: not run (--summarize-only); ...\n",
                    encoding="utf-8")
     assert recorded_run(out) is None
+
+
+def test_the_job_time_counts_the_tables_rows_at_the_tables_seeds(tmp_path):
+    """The job seconds a table reports are its rows' jobs at its seeds: a seed still running, or a
+    row no longer configured, is not counted."""
+    def bench(path, seconds):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"s\th:m:s\n{seconds}\t0:00:01\n", encoding="utf-8")
+    root = tmp_path / "benchmarks" / "x"
+    bench(root / "compare/im/seed0/gen1/train_m0.tsv", 10.0)
+    bench(root / "compare/im/seed0/gen1/predict.tsv", 2.5)
+    bench(root / "compare/ldt/seed0/gen0/train_m0.tsv", 4.0)
+    bench(root / "compare/im/seed1/gen1/train_m0.tsv", 100.0)   # a seed not in the table
+    bench(root / "compare/old_row/seed0/gen1/train_m0.tsv", 1000.0)
+    total = _bench_compare().total_job_seconds
+    assert total(root, ["im", "ldt"], [0]) == 16.5
+    assert total(root, ["im", "ldt"], [0, 1]) == 116.5
