@@ -218,13 +218,14 @@ def plot_recall(table: pd.DataFrame, out: Path, title: str) -> None:
     plt.close(fig)
 
 
-def per_label_table(directory: Path, dataset: str, rows: dict[str, str]) -> pd.DataFrame:
-    """Per label (multi-label data) of each IM row, generation and seed: the best-on-validation model's test
+def per_label_table(directory: Path, dataset: str, rows: dict[str, str], seeds: list[int]) -> pd.DataFrame:
+    """Per label (multi-label data) of each IM row, generation and seed of the table: the best-on-validation model's test
     IoU and the pseudo-labels' coverage, accuracy, recall and the mask's error recall, read from
     the runs' metrics.csv (compare.csv holds the means over labels only). `rows`: method -> label."""
     out = []
     for method, label in rows.items():
-        for path in sorted((directory / "results" / dataset / "compare" / method).glob("seed*/gen*/metrics.csv")):
+        runs = directory / "results" / dataset / "compare" / method
+        for path in sorted(p for seed in seeds for p in (runs / f"seed{seed}").glob("gen*/metrics.csv")):
             metrics = pd.read_csv(path)
             names = [c[len("im_error_recall_"):] for c in metrics.columns  # multi-label data: per-label recall too
                      if c.startswith("im_error_recall_") and f"pseudo_recall_{c[len('im_error_recall_'):]}" in metrics]
@@ -319,8 +320,8 @@ def main() -> int:
         target = f"results/{dataset}/compare.csv"
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", args.directory,
                "--configfile", *args.configfile, "--cores", str(args.cores), "--"]
+        comparison = with_defaults(config["comparisons"][dataset])
         if not args.summarize_only:
-            comparison = with_defaults(config["comparisons"][dataset])
             started = time.time()
             # seed by seed, so that a run stopped early leaves whole seeds (Snakemake goes on from there)
             for targets in [seed_targets(dataset, comparison, seed) for seed in comparison["seeds"]] + [[target]]:
@@ -335,10 +336,11 @@ def main() -> int:
                    if method in im_methods or (variants.get(method) or {}).get("method") in im_methods]
         job_seconds = total_job_seconds(Path(args.directory) / "results" / "benchmarks" / dataset,
                                         list(table["method"].unique()),
-                                        list(config["comparisons"][dataset].get("seeds", [0])))
+                                        comparison["seeds"])
         methods = dict(table.groupby("method", sort=False)["label"].first())
         per_label = format_per_label(per_label_table(Path(args.directory), dataset,
-                                                     {m: label for m, label in methods.items() if label in im_rows}))
+                                                     {m: label for m, label in methods.items() if label in im_rows},
+                                                     comparison["seeds"]))
         out = REPO / "docs" / "results" / f"{dataset}_compare.md"
         run_line = (recorded_run(out) if args.summarize_only else None) or (
             f"`snakemake --cores {args.cores} {target}`: "
@@ -370,7 +372,7 @@ def main() -> int:
         tables[dataset] = (table, reference, im_rows)
         if "im_error_recall" in table and table["im_error_recall"].max() > 0:
             plot_recall(table, out.with_name(f"{dataset}_recall.png"),
-                        f"{dataset}: seeds {', '.join(map(str, config['comparisons'][dataset].get('seeds', [0])))}")
+                        f"{dataset}: seeds {', '.join(map(str, comparison['seeds']))}")
     if args.overview and tables:
         Path(args.overview).write_text(format_overview(tables, " ".join(args.datasets)), encoding="utf-8")
         print(f"wrote {args.overview}")

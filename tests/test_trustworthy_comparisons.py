@@ -520,3 +520,14 @@ def test_the_job_time_counts_the_tables_rows_at_the_tables_seeds(tmp_path):
     total = _bench_compare().total_job_seconds
     assert total(root, ["im", "ldt"], [0]) == 16.5
     assert total(root, ["im", "ldt"], [0, 1]) == 116.5
+
+
+def test_the_per_label_table_reads_the_tables_seeds_only(tmp_path):
+    """The per-label rows of a table come from its own seeds' runs; a seed still running is left out."""
+    for seed, iou in ((0, 0.5), (1, 0.9)):
+        run = tmp_path / "results" / "x" / "compare" / "im" / f"seed{seed}" / "gen1"
+        run.mkdir(parents=True)
+        pd.DataFrame([{"rank": 0, "test_iou_a": iou, "pseudo_coverage_a": 0.8, "pseudo_accuracy_a": 0.9,
+                       "pseudo_recall_a": 0.7, "im_error_recall_a": 0.4}]).to_csv(run / "metrics.csv", index=False)
+    table = _bench_compare().per_label_table(tmp_path, "x", {"im": "IM"}, [0])
+    assert list(table["seed"]) == [0] and list(table["test_iou"]) == [0.5]
