@@ -26,10 +26,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from im_core.config.schema import load_schema, validator_with_defaults  # noqa: E402
 from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.steps.compare import _cell, format_by_generation, format_table  # noqa: E402
+from report import run_stamp  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy",
@@ -264,11 +266,11 @@ def total_job_seconds(benchmarks: Path, methods: list[str], seeds: list[int]) ->
 
 
 def recorded_run(out: Path) -> str | None:
-    """The command and wall time an earlier run wrote at the top of `out`, so that --summarize-only
-    rewrites the tables without losing the timing of the run that made them."""
+    """The command, wall time, date and machine an earlier run wrote at the top of `out`, so that
+    --summarize-only rewrites the tables without losing the timing of the run that made them."""
     if not out.exists():
         return None
-    match = re.search(r"^(`snakemake [^`]+`: wall time \d+ s \([^)]*\))", out.read_text(encoding="utf-8"), re.M)
+    match = re.search(r"^(`snakemake [^`]+`: wall time \d+ s \([^)]*\)(?:, [^;\n]*)?)", out.read_text(encoding="utf-8"), re.M)
     return match.group(1) if match else None
 
 
@@ -345,7 +347,7 @@ def main() -> int:
         run_line = (recorded_run(out) if args.summarize_only else None) or (
             f"`snakemake --cores {args.cores} {target}`: "
             + ("not run (--summarize-only)" if args.summarize_only
-               else f"wall time {wall:.0f} s (jobs already up to date are not rerun)"))
+               else f"wall time {wall:.0f} s (jobs already up to date are not rerun), {run_stamp()}"))
         text = (f"## {dataset}\n\n{run_line}; the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
                 f"Summary: test mIoU (data-set level) of the best-on-validation model by generation, the last "

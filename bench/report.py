@@ -1,6 +1,8 @@
 """What every benchmark script does with its result: a Markdown table, printed and written."""
 from __future__ import annotations
 
+import datetime
+import os
 from pathlib import Path
 
 
@@ -17,3 +19,14 @@ def publish(text: str, out: str | Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(f"written: {out}")
+
+
+def run_stamp() -> str:
+    """The date and the machine a benchmark ran on, for the line that says how its table was made:
+    the CPU's name, its cores, the instruction sets the kernels may use (after any cap), the GPU."""
+    import torch
+    from im_core.runtime.cpu import cpu_flags, cpu_name
+    usable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (f"{datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores "
+            f"({', '.join(usable) or 'no avx2'}), GPU: {gpu}")

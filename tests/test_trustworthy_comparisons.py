@@ -1,5 +1,7 @@
 """Comparisons a reader can trust: paired differences with their intervals, the budget a row
 spent, and how much of the teachers' error the IM marks (issue 31's first part)."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -503,6 +505,12 @@ def test_summarize_only_keeps_the_timing_of_the_run_that_made_the_tables(tmp_pat
     out.write_text("## x\n\n`snakemake --cores all results/x/compare.csv`: not run (--summarize-only); ...\n",
                    encoding="utf-8")
     assert recorded_run(out) is None
+    # a run since the stamp was added says its date and machine; a rewrite keeps them too
+    stamp = _bench_compare().run_stamp()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d on .+, \d+ cores \(.+\), GPU: .+", stamp)
+    line = f"`snakemake --cores 2 results/x/compare.csv`: wall time 12 s (jobs already up to date are not rerun), {stamp}"
+    out.write_text(f"## x\n\n{line}; the jobs of the table's rows, however many runs made them: 9 s\n", encoding="utf-8")
+    assert recorded_run(out) == line
 
 
 def test_the_job_time_counts_the_tables_rows_at_the_tables_seeds(tmp_path):
