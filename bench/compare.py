@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from im_core.config.schema import load_schema, validator_with_defaults  # noqa: E402
 from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.steps.compare import _cell, format_by_generation, format_table  # noqa: E402
-from report import run_stamp  # noqa: E402
+from report import recorded_run, run_stamp  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy",
@@ -263,15 +262,6 @@ def total_job_seconds(benchmarks: Path, methods: list[str], seeds: list[int]) ->
     files = [f for method in methods for seed in seeds
              for f in (benchmarks / "compare" / method / f"seed{seed}").rglob("*.tsv")]
     return sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files)
-
-
-def recorded_run(out: Path) -> str | None:
-    """The command, wall time, date and machine an earlier run wrote at the top of `out`, so that
-    --summarize-only rewrites the tables without losing the timing of the run that made them."""
-    if not out.exists():
-        return None
-    match = re.search(r"^(`snakemake [^`]+`: wall time \d+ s \([^)]*\)(?:, [^;\n]*)?)", out.read_text(encoding="utf-8"), re.M)
-    return match.group(1) if match else None
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -20,7 +20,6 @@ docs/results/continuous_step_times.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.methods.presets import BASELINES, LABELS, METHODS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
+from report import recorded_run, run_stamp  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
 REFERENCE = "unimatch_eq"  # the comparisons' `reference`: UniMatch at IM's budget
@@ -94,10 +95,10 @@ def fmt_diff(row: pd.Series, ref: str) -> str:
     return f"{mean:+.3f} ± {half:.3f}{over}" + ("" if row[f"diff_{ref}_resolved"] else " (unresolved)")
 
 
-def markdown(name: str, table: pd.DataFrame, command: str, wall: float | None) -> str:
+def markdown(name: str, table: pd.DataFrame, run_line: str) -> str:
+    """The comparison's table under `run_line` (the command, and for a run its wall time, date and machine)."""
     reference = REFERENCE
-    lines = [f"## {name}", "", f"`{command}`" + (f": wall time {wall:.0f} s (jobs already up to date are not rerun)"
-                                                  if wall is not None else ""), "",
+    lines = [f"## {name}", "", run_line, "",
              "Test mIoU of the best-on-validation model at the row's last generation (mean ± std over seeds; "
              "gen1 beside it for the generational rows); paired differences (same seed) with a 95 % t-interval "
              "over seeds, 'unresolved' where it holds 0; the budget in image-steps and training seconds summed "
@@ -186,7 +187,8 @@ def run_comparisons(names: list[str], cores: str) -> int:
         wall = time.time() - started
         table = table_of(name, config["comparisons"][name])
         command = f"snakemake --cores {cores} --configfile config.yaml bench/continuous.yaml -- {target}"
-        text = markdown(name, table, command, wall)
+        text = markdown(name, table, f"`{command}`: wall time {wall:.0f} s (jobs already up to date are not rerun), "
+                                     f"{run_stamp()}")
         out = REPO / "docs" / "results"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"continuous_{name}.md").write_text(text, encoding="utf-8")
@@ -246,13 +248,8 @@ def step_times(rounds: int = 7, steps: int = 10) -> str:
             if r:  # round 0 warms up
                 times[name].append((time.perf_counter() - started) / steps)
     base = statistics.median(times["supervised"])
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     lines = ["## Seconds per training step", "",
-             f"`python bench/continuous.py --step-times`: {cpu}, 1 thread, fp32; the demo's batch (16 labeled images "
+             f"`python bench/continuous.py --step-times`: {run_stamp()}, 1 thread, fp32; the demo's batch (16 labeled images "
              f"of 32 x 32, plus 16 unlabeled for the continuous trainers), the 1x1 U-Net (alpha 0.5); median of "
              f"{rounds} rounds of {steps} steps, the trainers interleaved in each round.", "",
              "| trainer | ms per step | × supervised |", "|---|---|---|"]
@@ -277,9 +274,11 @@ def main() -> int:
         config = merged_config()
         for name in args.comparisons:
             table = table_of(name, config["comparisons"][name])
-            text = markdown(name, table, f"snakemake --configfile config.yaml bench/continuous.yaml -- "
-                                         f"results/{name}/compare.csv", None)
-            (REPO / "docs" / "results" / f"continuous_{name}.md").write_text(text, encoding="utf-8")
+            out = REPO / "docs" / "results" / f"continuous_{name}.md"
+            # the timing of the run that made the table is kept (a rewrite from results has none)
+            text = markdown(name, table, recorded_run(out) or (f"`snakemake --configfile config.yaml bench/continuous.yaml "
+                                                               f"-- results/{name}/compare.csv`"))
+            out.write_text(text, encoding="utf-8")
             table.to_csv(REPO / "docs" / "results" / f"continuous_{name}.csv", index=False, float_format="%.4f")
             print(text)
         write_overview(ALL)

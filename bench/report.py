@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from pathlib import Path
 
 
@@ -30,3 +31,12 @@ def run_stamp() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return (f"{datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores "
             f"({', '.join(usable) or 'no avx2'}), GPU: {gpu}")
+
+
+def recorded_run(out: Path) -> str | None:
+    """The command, wall time, date and machine an earlier run wrote at the top of `out`, so that
+    --summarize-only rewrites the tables without losing the timing of the run that made them."""
+    if not out.exists():
+        return None
+    match = re.search(r"^(`snakemake [^`]+`: wall time \d+ s \([^)]*\)(?:, [^;\n]*)?)", out.read_text(encoding="utf-8"), re.M)
+    return match.group(1) if match else None
