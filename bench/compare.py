@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from im_core.config.schema import load_schema, validator_with_defaults  # noqa: E402
 from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.steps.compare import _cell, format_by_generation, format_table  # noqa: E402
-from report import recorded_run, run_stamp  # noqa: E402
+from report import recorded_run, timed_run_line  # noqa: E402
 
 
 COLUMNS = ("test_miou", "test_miou_per_image", "test_miou_models_mean", "val_miou", "im_fraction", "pseudo_accuracy",
@@ -334,10 +334,9 @@ def main() -> int:
                                                      {m: label for m, label in methods.items() if label in im_rows},
                                                      comparison["seeds"]))
         out = REPO / "docs" / "results" / f"{dataset}_compare.md"
-        run_line = (recorded_run(out) if args.summarize_only else None) or (
-            f"`snakemake --cores {args.cores} {target}`: "
-            + ("not run (--summarize-only)" if args.summarize_only
-               else f"wall time {wall:.0f} s (jobs already up to date are not rerun), {run_stamp()}"))
+        command = f"snakemake --cores {args.cores} {target}"
+        run_line = ((recorded_run(out) or f"`{command}`: not run (--summarize-only)") if args.summarize_only
+                    else timed_run_line(command, wall))
         text = (f"## {dataset}\n\n{run_line}; the jobs of the table's rows, however many runs "
                 f"made them: {job_seconds:.0f} s of job time\n\n"
                 f"Summary: test mIoU (data-set level) of the best-on-validation model by generation, the last "

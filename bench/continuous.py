@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from im_core.methods.comparisons import seed_targets  # noqa: E402
 from im_core.methods.presets import BASELINES, LABELS, METHODS  # noqa: E402
 from im_core.trainers import CONTINUOUS_TRAINERS  # noqa: E402
-from report import recorded_run, run_stamp  # noqa: E402
+from report import recorded_run, run_stamp, timed_run_line  # noqa: E402
 
 CONFIGS = [REPO / "config.yaml", REPO / "bench" / "continuous.yaml"]
 REFERENCE = "unimatch_eq"  # the comparisons' `reference`: UniMatch at IM's budget
@@ -187,8 +187,7 @@ def run_comparisons(names: list[str], cores: str) -> int:
         wall = time.time() - started
         table = table_of(name, config["comparisons"][name])
         command = f"snakemake --cores {cores} --configfile config.yaml bench/continuous.yaml -- {target}"
-        text = markdown(name, table, f"`{command}`: wall time {wall:.0f} s (jobs already up to date are not rerun), "
-                                     f"{run_stamp()}")
+        text = markdown(name, table, timed_run_line(command, wall))
         out = REPO / "docs" / "results"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"continuous_{name}.md").write_text(text, encoding="utf-8")

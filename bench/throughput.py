@@ -74,7 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
-from report import publish  # noqa: E402
+from report import publish, usable_flags  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -267,9 +267,8 @@ def measure(size: int, alpha: float, batch: int, threads: int, seconds: float, r
 def machine_header(batch: int) -> str:
     """The CPU, the flags the kernels may use (after any instruction-set cap) and torch's build."""
     import torch
-    from im_core.runtime.cpu import cpu_flags, cpu_name
-    flags = cpu_flags()
-    usable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    from im_core.runtime.cpu import cpu_name
+    usable = usable_flags()
     caps = [f"{k}={os.environ[k]}" for k in AVX2_CAPS if os.environ.get(k)]
     return (f"CPU: {cpu_name()}, {os.cpu_count()} cores; flags used: {', '.join(usable) or 'none of avx2/avx512/bf16'}"
             f"{'; capped: ' + ', '.join(caps) if caps else ''}; torch {torch.__version__} "

@@ -506,9 +506,11 @@ def test_summarize_only_keeps_the_timing_of_the_run_that_made_the_tables(tmp_pat
                    encoding="utf-8")
     assert recorded_run(out) is None
     # a run since the stamp was added says its date and machine; a rewrite keeps them too
-    stamp = _bench_compare().run_stamp()
+    line = _bench_compare().timed_run_line("snakemake --cores 2 results/x/compare.csv", 12.0)
+    head = "`snakemake --cores 2 results/x/compare.csv`: wall time 12 s (jobs already up to date are not rerun), "
+    assert line.startswith(head)
+    stamp = line[len(head):]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d on .+, \d+ cores \(.+\), GPU: .+", stamp)
-    line = f"`snakemake --cores 2 results/x/compare.csv`: wall time 12 s (jobs already up to date are not rerun), {stamp}"
     out.write_text(f"## x\n\n{line}; the jobs of the table's rows, however many runs made them: 9 s\n", encoding="utf-8")
     assert recorded_run(out) == line
 
